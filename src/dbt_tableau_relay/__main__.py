@@ -1,0 +1,3 @@
+from dbt_tableau_relay.cli import main
+
+main()

@@ -1,0 +1,233 @@
+"""relay.yml: reading, `env_var()` substitution and validation.
+
+The file is parsed as YAML 1.2 booleans (so the bare key `on` stays the string
+"on", as in GitHub Actions), every string value has dbt's
+`{{ env_var('NAME') }}` / `{{ env_var('NAME', 'default') }}` replaced, and the
+result is validated into one frozen `Settings` object that the entry point
+builds and passes in.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import model_validator
+
+from dbt_tableau_relay.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "relay.yml"
+CONFIG_ENV_VAR = "DBT_TABLEAU_RELAY_CONFIG"
+
+_ENV_VAR = re.compile(
+    r"""\{\{\s*env_var\(\s*(['"])(?P<name>[^'"]+)\1\s*(?:,\s*(['"])(?P<default>.*?)\3\s*)?\)\s*\}\}"""
+)
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: only true/false, never on/off/yes/no."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+def _as_id_set(value: Any) -> frozenset[str]:
+    """dbt ids arrive as strings or integers; a rule may give one or a list."""
+    values = value if isinstance(value, list | tuple | set | frozenset) else [value]
+    ids = frozenset(str(v).strip() for v in values)
+    if not ids or "" in ids:
+        raise ValueError("must be an id or a non-empty list of ids")
+    return ids
+
+
+IdSet = Annotated[frozenset[str], BeforeValidator(_as_id_set)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConnectedApp(_Strict):
+    """A Tableau connected app (direct trust): the relay signs its own JWTs."""
+
+    client_id: str
+    secret_id: str
+    secret_value: SecretStr
+    username: str
+
+
+class TableauSettings(_Strict):
+    server_url: str
+    site: str = ""
+    token_name: str | None = None
+    token_secret: SecretStr | None = None
+    connected_app: ConnectedApp | None = None
+    request_timeout: float = Field(30.0, gt=0, description="seconds for one HTTP call")
+    verify_ssl: bool = True
+
+    @model_validator(mode="after")
+    def _one_way_to_sign_in(self) -> TableauSettings:
+        if not self.server_url.startswith(("http://", "https://")):
+            raise ValueError("server_url must start with http:// or https://")
+        has_pat = bool(self.token_name or self.token_secret)
+        if has_pat and self.connected_app:
+            raise ValueError("give either token_name/token_secret or connected_app, not both")
+        if not self.connected_app and not (self.token_name and self.token_secret):
+            raise ValueError("token_name and token_secret (or connected_app) are required")
+        return self
+
+
+class Target(_Strict):
+    """One Tableau item to refresh, by project path or by LUID."""
+
+    workbook: str | None = None
+    datasource: str | None = None
+    workbook_id: str | None = None
+    datasource_id: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Target:
+        given = [k for k, v in self.model_dump().items() if v]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of workbook, datasource, workbook_id, datasource_id"
+            )
+        return self
+
+    @property
+    def kind(self) -> Literal["workbook", "datasource"]:
+        return "workbook" if (self.workbook or self.workbook_id) else "datasource"
+
+    @property
+    def path(self) -> str | None:
+        return self.workbook or self.datasource
+
+    @property
+    def luid(self) -> str | None:
+        return self.workbook_id or self.datasource_id
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.path or self.luid}"
+
+
+class RuleMatch(_Strict):
+    event: Literal["job.run.started", "job.run.completed", "job.run.errored"] = (
+        "job.run.completed"
+    )
+    status: Literal["success", "error", "cancelled", "any"] = "success"
+    job_id: IdSet | None = None
+    environment_id: IdSet | None = None
+    project_id: IdSet | None = None
+    account_id: IdSet | None = None
+
+
+class Rule(_Strict):
+    name: str
+    on: RuleMatch = RuleMatch()
+    refresh: tuple[Target, ...] = Field(min_length=1)
+    wait: bool = True
+    incremental: bool = False
+
+
+class DbtSettings(_Strict):
+    webhook_secrets: tuple[SecretStr, ...] = ()
+
+
+class Settings(_Strict):
+    database_url: str = "sqlite:///relay.db"
+    listen: str = "127.0.0.1:8080"
+    admin_token: SecretStr | None = None
+    dbt: DbtSettings = DbtSettings()
+    tableau: TableauSettings
+    rules: tuple[Rule, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("admin_token") == "":
+            data = {**data, "admin_token": None}
+        return data
+
+    @model_validator(mode="after")
+    def _unique_rule_names(self) -> Settings:
+        names = [r.name for r in self.rules]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"rule names must be unique: {', '.join(dupes)}")
+        return self
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """--config PATH, else $DBT_TABLEAU_RELAY_CONFIG, else ./relay.yml."""
+    return Path(explicit or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read, substitute and validate the config file; any problem is a ConfigError."""
+    file = config_path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+    return parse_settings(text, environ if environ is not None else os.environ, source=str(file))
+
+
+def parse_settings(text: str, environ: Mapping[str, str], source: str = "config") -> Settings:
+    try:
+        raw = yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source} must be a YAML mapping")
+    data = substitute_env(raw, environ)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source} is invalid:\n{_describe(exc)}") from None
+
+
+def substitute_env(value: Any, environ: Mapping[str, str], where: str = "") -> Any:
+    """Replace every `{{ env_var(...) }}` in the strings of a parsed YAML tree."""
+    if isinstance(value, dict):
+        return {k: substitute_env(v, environ, _join(where, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_env(v, environ, _join(where, i)) for i, v in enumerate(value)]
+    if isinstance(value, str):
+        return _ENV_VAR.sub(lambda m: _lookup(m, environ, where), value)
+    return value
+
+
+def _lookup(match: re.Match[str], environ: Mapping[str, str], where: str) -> str:
+    name, default = match["name"], match["default"]
+    if name in environ:
+        return environ[name]
+    if default is not None:
+        return default
+    raise ConfigError(f"{where}: environment variable {name} is not set and has no default")
+
+
+def _join(where: str, key: object) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)

@@ -1,0 +1,73 @@
+"""The project's exceptions. Every error a caller can see is one of these.
+
+    RelayError
+    ├── ConfigError                 relay.yml is invalid, incomplete or names a missing variable
+    └── TableauError                Tableau refused, failed or could not be reached
+        ├── TransientTableauError   worth retrying: 5xx, 429, connection errors, timeouts
+        ├── AlreadyQueuedError      409093: a refresh of this item is already queued or running
+        ├── JobWaitTimeout          a Tableau job did not finish within the time allowed
+        └── PermanentTableauError   will fail the same way again: 400, 401001, 403, 404, 409090
+            └── TargetError         a target path or LUID that resolves to nothing, or to several
+
+Third-party errors (tableauserverclient, requests) are translated at the
+boundary in `tableau.py`; no caller ever inspects them.
+"""
+
+from __future__ import annotations
+
+
+class RelayError(Exception):
+    """Something went wrong in dbt-tableau-relay."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigError(RelayError):
+    """The configuration is invalid."""
+
+
+class TableauError(RelayError):
+    """Tableau refused the request, failed, or could not be reached.
+
+    `code` is Tableau's six-digit error code when Tableau gave one (match on
+    it: summaries are localised); `status` is the HTTP status, if any;
+    `retry_after` the delay in seconds Tableau asked for (Retry-After), if any.
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        summary: str = "",
+        detail: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+        self.summary = summary
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+class TransientTableauError(TableauError):
+    """Tableau is unavailable or overloaded; the same request may succeed later."""
+
+
+class AlreadyQueuedError(TableauError):
+    """Tableau already has a refresh of this item queued or running (409093)."""
+
+
+class JobWaitTimeout(TableauError):
+    """The Tableau job did not finish within the time allowed."""
+
+
+class PermanentTableauError(TableauError):
+    """Tableau refused the request; sending it again will not help."""
+
+
+class TargetError(PermanentTableauError):
+    """A target resolves to no Tableau item, or to more than one."""
