@@ -16,8 +16,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
-from pydantic import model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 from dbt_tableau_relay.errors import ConfigError
 
@@ -67,6 +74,13 @@ class ConnectedApp(_Strict):
     secret_id: str
     secret_value: SecretStr
     username: str
+    # The REST methods the relay calls: list content, refresh it, follow jobs.
+    scopes: tuple[str, ...] = (
+        "tableau:content:read",
+        "tableau:workbooks:update",
+        "tableau:datasources:update",
+        "tableau:jobs:read",
+    )
 
 
 class TableauSettings(_Strict):
@@ -102,9 +116,7 @@ class Target(_Strict):
     def _exactly_one(self) -> Target:
         given = [k for k, v in self.model_dump().items() if v]
         if len(given) != 1:
-            raise ValueError(
-                "give exactly one of workbook, datasource, workbook_id, datasource_id"
-            )
+            raise ValueError("give exactly one of workbook, datasource, workbook_id, datasource_id")
         return self
 
     @property
@@ -124,9 +136,7 @@ class Target(_Strict):
 
 
 class RuleMatch(_Strict):
-    event: Literal["job.run.started", "job.run.completed", "job.run.errored"] = (
-        "job.run.completed"
-    )
+    event: Literal["job.run.started", "job.run.completed", "job.run.errored"] = "job.run.completed"
     status: Literal["success", "error", "cancelled", "any"] = "success"
     job_id: IdSet | None = None
     environment_id: IdSet | None = None

@@ -1,0 +1,477 @@
+"""The relay's Tableau client, built on tableauserverclient (TSC), the official one.
+
+What it adds to TSC, each for a trap of the real API:
+- one shared session per PAT: Tableau ends a PAT's earlier session whenever it
+  signs in again (401002), so threads share one sign-in taken under a lock,
+  renewed once when Tableau ends it or before it expires, signed out at close;
+- the API version from serverInfo, never from the user, and a clear error when
+  serverInfo fails (TSC would silently stay at 2.4, where refresh is missing);
+- targets by project path, resolved to exactly one item and cached, with one
+  refetch when a cached LUID answers 404;
+- every error translated into the project's own exceptions, classified
+  transient or permanent, 429's Retry-After kept (TSC drops headers and cannot
+  read Tableau Cloud's HTML 429 body, so a requests response hook reads them).
+
+Secrets and session tokens never appear in a message or a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+
+import jwt
+import requests
+import tableauserverclient as TSC
+from defusedxml.ElementTree import fromstring
+from tableauserverclient.server import exceptions as tsc_server_errors
+from tableauserverclient.server.endpoint import exceptions as tsc_errors
+
+from dbt_tableau_relay.config import TableauSettings, Target
+from dbt_tableau_relay.errors import (
+    AlreadyQueuedError,
+    JobWaitTimeout,
+    PermanentTableauError,
+    TableauError,
+    TransientTableauError,
+)
+from dbt_tableau_relay.targets import Item, ItemKind, Project, items_with_paths, pick, project_paths
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PAGE_SIZE = 1000  # Tableau's maximum: fewest calls when listing a whole site
+SESSION_LIFETIME = 100 * 60.0  # renew before Tableau Cloud's 120-minute limit
+
+
+class SessionInvalidError(TransientTableauError):
+    """Tableau ended the session: it expired, or another sign-in with this PAT replaced it."""
+
+
+class NotFoundError(PermanentTableauError):
+    """Tableau has no such item (404)."""
+
+
+# -- error classification: pure, tested with parametrize ----------------------
+
+
+def classify(
+    status: int | None,
+    code: str | None = None,
+    summary: str = "",
+    detail: str = "",
+    retry_after: float | None = None,
+) -> TableauError:
+    """Turn one failed Tableau answer into the project's exception for it."""
+    status = status or _status_of(code)
+    text = f"Tableau {code or status}: {summary or 'error'}" + (f" ({detail})" if detail else "")
+    kw: dict[str, Any] = {
+        "code": code,
+        "status": status,
+        "summary": summary,
+        "detail": detail,
+        "retry_after": retry_after,
+    }
+    if code == "409093":
+        return AlreadyQueuedError(text, **kw)
+    if code in ("401000", "401002"):
+        return SessionInvalidError(text, **kw)
+    if status is None or status == 429 or status >= 500 or status == 408:
+        return TransientTableauError(text, **kw)
+    if status == 404:
+        return NotFoundError(text, **kw)
+    return PermanentTableauError(text, **kw)
+
+
+def _status_of(code: str | None) -> int | None:
+    """Tableau's six-digit codes start with the HTTP status."""
+    return int(code[:3]) if code and code[:3].isdigit() else None
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After in seconds, given as a number or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _error_of_body(body: bytes) -> tuple[str | None, str, str]:
+    """(code, summary, detail) from an XML error body; nothing for HTML or other text."""
+    try:
+        root = fromstring(body)
+    except Exception:  # noqa: BLE001 - HTML 429 pages, proxies' text, empty bodies
+        return None, "", ""
+    error = next((el for el in root.iter() if el.tag.endswith("error")), None)
+    if error is None:
+        return None, "", ""
+    texts = {el.tag.rsplit("}", 1)[-1]: (el.text or "").strip() for el in error}
+    return error.get("code"), texts.get("summary", ""), texts.get("detail", "")
+
+
+def _raise_for_transient(response: requests.Response, *args: object, **kwargs: object) -> None:
+    """requests hook: 429 and 5xx become TransientTableauError before TSC sees them."""
+    if response.status_code == 429 or response.status_code >= 500:
+        code, summary, detail = _error_of_body(response.content)
+        raise classify(
+            response.status_code,
+            code,
+            summary or response.reason or "",
+            detail,
+            parse_retry_after(response.headers.get("Retry-After")),
+        )
+
+
+def _session_factory() -> requests.Session:
+    session = requests.Session()
+    session.hooks["response"].append(_raise_for_transient)
+    return session
+
+
+def translate(exc: BaseException) -> TableauError:
+    """Map a TSC or requests error to the project's own; the boundary of this module."""
+    if isinstance(exc, TableauError):
+        return exc
+    if isinstance(exc, tsc_errors.ServerResponseError):  # FailedSignInError included
+        return classify(None, exc.code or None, exc.summary or "", exc.detail or "")
+    if isinstance(exc, tsc_errors.InternalServerError):
+        return classify(int(exc.code), None, "internal server error")
+    if isinstance(exc, tsc_errors.NonXMLResponseError):
+        return TransientTableauError("Tableau answered with a body that is not XML")
+    if isinstance(exc, tsc_errors.NotSignedInError):
+        return SessionInvalidError("not signed in to Tableau")
+    if isinstance(exc, tsc_server_errors.EndpointUnavailableError):
+        return PermanentTableauError(f"this Tableau version cannot do that: {exc}")
+    if isinstance(exc, requests.Timeout):
+        return TransientTableauError(f"Tableau did not answer in time ({type(exc).__name__})")
+    if isinstance(exc, requests.ConnectionError):
+        return TransientTableauError(f"cannot reach Tableau ({type(exc).__name__})")
+    if isinstance(exc, requests.RequestException):
+        return TransientTableauError(f"HTTP error talking to Tableau ({type(exc).__name__})")
+    raise exc
+
+
+# -- jobs ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableauJob:
+    """A Tableau background job, as far as the relay needs it."""
+
+    id: str
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    finish_code: int | None = None
+    progress: int | None = None
+    notes: tuple[str, ...] = ()
+
+    SUCCESS, FAILED, CANCELLED = 0, 1, 2
+
+    @property
+    def finished(self) -> bool:
+        return self.completed_at is not None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.finished and self.finish_code in (0, 3)
+
+    @property
+    def outcome(self) -> str:
+        if not self.finished:
+            return "in progress" if self.started_at else "queued"
+        return {0: "succeeded", 2: "cancelled", 3: "succeeded"}.get(self.finish_code or 0, "failed")
+
+    @classmethod
+    def from_tsc(cls, job: Any) -> TableauJob:
+        progress = getattr(job, "progress", None)
+        return cls(
+            id=job.id,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            completed_at=job.completed_at,
+            finish_code=job.finish_code if job.completed_at else None,
+            progress=int(progress) if progress not in (None, "") else None,
+            notes=tuple(n for n in (job.notes or ()) if n),
+        )
+
+
+def poll_delays(first: float = 0.5, factor: float = 1.5, cap: float = 15.0) -> Iterator[float]:
+    """Delays between job polls: quick for short refreshes, gentle for long ones."""
+    delay = first
+    while True:
+        yield delay
+        delay = min(cap, delay * factor)
+
+
+# -- the client ----------------------------------------------------------------
+
+
+class TableauClient:
+    """One Tableau site, one shared session, safe to use from many threads."""
+
+    def __init__(
+        self,
+        settings: TableauSettings,
+        *,
+        session_lifetime: float = SESSION_LIFETIME,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self._session_lifetime = session_lifetime
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._server: Any = None
+        self._signed_in_at = 0.0
+        self._epoch = 0  # bumped at every sign-in, so one 401 wave renews once
+        self._items: dict[tuple[ItemKind, str], Item] = {}
+
+    # -- session -----------------------------------------------------------------
+
+    def __enter__(self) -> TableauClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def sign_in_count(self) -> int:
+        """How many times this client has signed in (one per session)."""
+        return self._epoch
+
+    @property
+    def api_version(self) -> str | None:
+        return self._server.version if self._server else None
+
+    def close(self) -> None:
+        """Sign out, so the PAT's session does not linger until it expires."""
+        with self._lock:
+            server, self._server = self._server, None
+        if server is None:
+            return
+        try:
+            server.auth.sign_out()
+        except Exception as exc:  # noqa: BLE001 - closing must not fail shutdown
+            log.info("tableau.sign_out_failed", extra={"error": type(exc).__name__})
+        server.close()
+
+    def _session(self) -> tuple[Any, int]:
+        """The shared signed-in server and its epoch; signs in if there is none."""
+        with self._lock:
+            expired = self._clock() - self._signed_in_at > self._session_lifetime
+            if self._server is None or expired:
+                self._sign_in()
+            return self._server, self._epoch
+
+    def _renew(self, stale_epoch: int) -> None:
+        """Sign in again, unless another thread already did since `stale_epoch`."""
+        with self._lock:
+            if self._epoch == stale_epoch:
+                self._sign_in()
+
+    def _sign_in(self) -> None:
+        s = self.settings
+        server = TSC.Server(  # type: ignore[no-untyped-call]
+            s.server_url,
+            http_options={"timeout": s.request_timeout, "verify": s.verify_ssl},
+            session_factory=_session_factory,
+        )
+        try:
+            info = server.server_info.get()
+            if info is None:
+                raise TransientTableauError("Tableau's serverInfo gave no version")
+            server.version = info.rest_api_version
+            server.auth.sign_in(self._credentials())
+        except Exception as exc:  # noqa: BLE001 - translated, never swallowed
+            raise _sign_in_error(translate(exc)) from None
+        old, self._server = self._server, server
+        self._signed_in_at = self._clock()
+        self._epoch += 1
+        log.info("tableau.signed_in", extra={"api_version": server.version, "site": s.site})
+        if old is not None:
+            old.close()  # its token is dead already: Tableau ended it at this sign-in
+
+    def _credentials(self) -> Any:
+        s = self.settings
+        if s.connected_app:
+            return TSC.JWTAuth(connected_app_jwt(s), site_id=s.site)
+        assert s.token_name  # TableauSettings guarantees both
+        assert s.token_secret
+        return TSC.PersonalAccessTokenAuth(
+            s.token_name, s.token_secret.get_secret_value(), site_id=s.site
+        )
+
+    def call(self, action: Callable[[Any], T]) -> T:
+        """Run `action(server)` in the shared session; sign in again once if Tableau ended it."""
+        server, epoch = self._session()
+        try:
+            return action(server)
+        except Exception as exc:  # noqa: BLE001 - translated below
+            error = translate(exc)
+            if not isinstance(error, SessionInvalidError):
+                raise error from None
+        log.info("tableau.session_renewed", extra={"after_epoch": epoch})
+        self._renew(epoch)
+        server, _ = self._session()
+        try:
+            return action(server)
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc) from None
+
+    # -- content -------------------------------------------------------------------
+
+    def projects(self) -> list[Project]:
+        raw = self.call(lambda srv: list(TSC.Pager(srv.projects, _page())))
+        return [Project(p.id, p.name, p.parent_id) for p in raw]
+
+    def items(self, kind: ItemKind, name: str | None = None) -> list[Item]:
+        """Every workbook or data source of the site, or those with this name."""
+        options = _page()
+        if name is not None:
+            equals = TSC.RequestOptions.Operator.Equals
+            options.filter.add(TSC.Filter("name", equals, name))  # type: ignore[no-untyped-call]
+        endpoint = "workbooks" if kind == "workbook" else "datasources"
+        raw = self.call(lambda srv: list(TSC.Pager(getattr(srv, endpoint), options)))
+        paths = project_paths(self.projects())
+        return items_with_paths(kind, ((i.id, i.name, i.project_id) for i in raw), paths)
+
+    def resolve(self, target: Target, *, fresh: bool = False) -> Item:
+        """The one item a target names; cached, unless `fresh`."""
+        key = (target.kind, target.path or f"id:{target.luid}")
+        if not fresh and (cached := self._items.get(key)):
+            return cached
+        item = self._lookup(target)
+        self._items[key] = item
+        return item
+
+    def _lookup(self, target: Target) -> Item:
+        if target.luid:
+            return self._get_by_luid(target.kind, target.luid)
+        assert target.path is not None
+        name = target.path.strip().strip("/").rsplit("/", 1)[-1].strip()
+        return pick(target.kind, target.path, self.items(target.kind, name))
+
+    def _get_by_luid(self, kind: ItemKind, luid: str) -> Item:
+        endpoint = "workbooks" if kind == "workbook" else "datasources"
+        raw = self.call(lambda srv: getattr(srv, endpoint).get_by_id(luid))
+        paths = project_paths(self.projects())
+        return items_with_paths(kind, [(raw.id, raw.name, raw.project_id)], paths)[0]
+
+    # -- refresh -------------------------------------------------------------------
+
+    def refresh(self, target: Target, *, incremental: bool = False) -> tuple[Item, TableauJob]:
+        """Ask Tableau to refresh a target; its job comes back at once (202).
+
+        A cached LUID that answers 404 is resolved again once: the item may
+        have been republished under a new LUID.
+        """
+        item = self.resolve(target)
+        try:
+            return item, self.refresh_item(item, incremental=incremental)
+        except NotFoundError:
+            if target.luid:
+                raise
+            item = self.resolve(target, fresh=True)
+            return item, self.refresh_item(item, incremental=incremental)
+
+    def refresh_item(self, item: Item, *, incremental: bool = False) -> TableauJob:
+        endpoint = "workbooks" if item.kind == "workbook" else "datasources"
+
+        def post(srv: Any) -> Any:
+            if incremental and not srv.check_at_least_version("3.25"):
+                raise PermanentTableauError(
+                    f"incremental refresh needs REST API 3.25; this server speaks {srv.version}"
+                )
+            return getattr(srv, endpoint).refresh(item.luid, incremental=incremental)
+
+        job = self.call(post)
+        if job is None:  # TSC 0.42 answers 409093 with None and a warning
+            raise AlreadyQueuedError(
+                f"Tableau 409093: a refresh of {item} is already queued or running",
+                code="409093",
+                status=409,
+            )
+        log.info("tableau.refresh_queued", extra={"item": item.luid, "tableau_job": job.id})
+        return TableauJob.from_tsc(job)
+
+    def job(self, job_id: str) -> TableauJob:
+        return TableauJob.from_tsc(self.call(lambda srv: srv.jobs.get_by_id(job_id)))
+
+    def cancel(self, job_id: str) -> None:
+        self.call(lambda srv: srv.jobs.cancel(job_id))
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float = 2 * 3600.0,
+        on_progress: Callable[[TableauJob], None] | None = None,
+    ) -> TableauJob:
+        """Follow a job to its finish code; transient errors while polling are ridden out.
+
+        Returns the finished job (check `succeeded`, `notes`); raises
+        JobWaitTimeout when it has not finished within `timeout` seconds.
+        """
+        deadline = self._clock() + timeout
+        for delay in poll_delays():
+            try:
+                job = self.job(job_id)
+            except TransientTableauError as exc:
+                log.info("tableau.poll_failed", extra={"tableau_job": job_id, "error": str(exc)})
+            else:
+                if on_progress:
+                    on_progress(job)
+                if job.finished:
+                    return job
+            if self._clock() + delay > deadline:
+                raise JobWaitTimeout(f"Tableau job {job_id} did not finish within {timeout:.0f} s")
+            self._sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _page() -> Any:
+    return TSC.RequestOptions(pagesize=PAGE_SIZE)  # type: ignore[no-untyped-call]
+
+
+def _sign_in_error(error: TableauError) -> TableauError:
+    if error.code == "401001" or (error.code or "").startswith("401"):
+        return PermanentTableauError(
+            "Tableau refused the sign-in (401001): check the token name and secret "
+            "(or connected app), that the token has not expired, and the site",
+            code=error.code,
+            status=401,
+        )
+    return error
+
+
+def connected_app_jwt(settings: TableauSettings, now: float | None = None) -> str:
+    """A short-lived JWT for a connected app (direct trust), as Tableau documents it."""
+    app = settings.connected_app
+    assert app is not None
+    issued = time.time() if now is None else now
+    claims = {
+        "iss": app.client_id,
+        "sub": app.username,
+        "aud": "tableau",
+        "jti": str(uuid.uuid4()),
+        "exp": int(issued) + 5 * 60,
+        "scp": list(app.scopes),
+    }
+    headers = {"kid": app.secret_id, "iss": app.client_id}
+    return jwt.encode(claims, app.secret_value.get_secret_value(), "HS256", headers=headers)
