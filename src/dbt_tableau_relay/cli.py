@@ -1,8 +1,214 @@
-"""Command line: thin commands that parse and call into the package."""
+"""Command line: thin commands that parse, build settings and call into the package.
+
+Exit codes: 0 done; 1 Tableau refused or a refresh failed; 2 bad usage or config.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn
 
 import click
 
+from dbt_tableau_relay import logs
+from dbt_tableau_relay.config import Settings, Target, load_settings
+from dbt_tableau_relay.errors import ConfigError, RelayError, TableauError
+from dbt_tableau_relay.tableau import TableauClient, TableauJob
+from dbt_tableau_relay.targets import project_paths
 
-@click.group()
-def main() -> None:
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "RELAY"}
+)
+@click.option(
+    "--config",
+    "config_file",
+    envvar="DBT_TABLEAU_RELAY_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="Config file [default: relay.yml; env DBT_TABLEAU_RELAY_CONFIG].",
+)
+@click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING...")
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.version_option(package_name="dbt-tableau-relay")
+@click.pass_context
+def main(ctx: click.Context, config_file: str | None, log_level: str, log_format: str) -> None:
     """dbt-tableau-relay: refresh Tableau content when dbt Cloud jobs finish."""
+    logs.configure(log_level, log_format)
+    ctx.obj = config_file
+
+
+def settings_of(ctx: click.Context) -> Settings:
+    try:
+        return load_settings(ctx.find_root().obj)
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Report the project's errors as one clear line and a non-zero exit."""
+    try:
+        yield
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+    except RelayError as exc:
+        fail(str(exc))
+
+
+# -- refresh ------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--workbook", metavar="PATH", help="Project/Sub/Workbook name.")
+@click.option("--datasource", metavar="PATH", help="Project/Sub/Data source name.")
+@click.option("--workbook-id", metavar="LUID")
+@click.option("--datasource-id", metavar="LUID")
+@click.option("--incremental", is_flag=True, help="Incremental refresh (REST API 3.25+).")
+@click.option("--wait", is_flag=True, help="Follow the Tableau job to its finish code.")
+@click.option("--timeout", default=7200.0, show_default=True, help="Seconds to wait at most.")
+@click.pass_context
+def refresh(
+    ctx: click.Context,
+    workbook: str | None,
+    datasource: str | None,
+    workbook_id: str | None,
+    datasource_id: str | None,
+    incremental: bool,
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Refresh one workbook or data source now."""
+    given = {
+        "workbook": workbook,
+        "datasource": datasource,
+        "workbook_id": workbook_id,
+        "datasource_id": datasource_id,
+    }
+    chosen = {k: v for k, v in given.items() if v}
+    if len(chosen) != 1:
+        raise click.UsageError(
+            "give exactly one of --workbook, --datasource, --workbook-id, --datasource-id"
+        )
+    target = Target(**chosen)
+    with reported_errors(), TableauClient(settings_of(ctx).tableau) as client:
+        item, job = client.refresh(target, incremental=incremental)
+        click.echo(f"queued: {item} -> Tableau job {job.id}")
+        if not wait:
+            return
+        done = client.wait(job.id, timeout=timeout, on_progress=_show_progress)
+        click.echo(f"\r{_job_line(done)}", err=True)
+    if not done.succeeded:
+        notes = "; ".join(done.notes) or "no notes"
+        fail(f"Tableau job {done.id} {done.outcome} (finishCode {done.finish_code}): {notes}")
+    click.echo(f"succeeded: {item}")
+
+
+def _show_progress(job: TableauJob) -> None:
+    click.echo(f"\r{_job_line(job)}", nl=False, err=True)
+
+
+def _job_line(job: TableauJob) -> str:
+    progress = f" {job.progress}%" if job.progress is not None and not job.finished else ""
+    return f"Tableau job {job.id}: {job.outcome}{progress}".ljust(60)
+
+
+# -- tableau list -------------------------------------------------------------
+
+
+@main.group()
+def tableau() -> None:
+    """Look at the Tableau site the config points to."""
+
+
+@tableau.command("list")
+@click.argument("what", type=click.Choice(["projects", "workbooks", "datasources"]))
+@click.pass_context
+def list_content(ctx: click.Context, what: str) -> None:
+    """List projects, workbooks or data sources with their paths and LUIDs."""
+    with reported_errors(), TableauClient(settings_of(ctx).tableau) as client:
+        if what == "projects":
+            rows = sorted((path, luid) for luid, path in project_paths(client.projects()).items())
+        else:
+            items = client.items("workbook" if what == "workbooks" else "datasource")
+            rows = sorted((item.path, item.luid) for item in items)
+    for path, luid in rows:
+        click.echo(f"{luid}  {path}")
+
+
+# -- check --------------------------------------------------------------------
+
+
+@main.command()
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Validate the config, sign in to Tableau and resolve every rule's target."""
+    settings = settings_of(ctx)
+    click.echo(f"ok      config: {len(settings.rules)} rule(s), database {settings.database_url}")
+    failures = 0
+    with TableauClient(settings.tableau) as client:
+        try:
+            client.connect()
+        except TableauError as exc:
+            fail(f"tableau: cannot sign in to {settings.tableau.server_url}: {exc}")
+        site = settings.tableau.site or "(Default)"
+        click.echo(f"ok      tableau: signed in to site {site}, REST API {client.api_version}")
+        for rule in settings.rules:
+            for target in rule.refresh:
+                failures += not _check_target(client, rule.name, target)
+    if not settings.dbt.webhook_secrets:
+        click.echo("warning dbt.webhook_secrets is empty: `serve` will refuse to start")
+    if failures:
+        fail(f"{failures} target(s) do not resolve")
+
+
+def _check_target(client: TableauClient, rule: str, target: Target) -> bool:
+    try:
+        item = client.resolve(target)
+    except TableauError as exc:
+        click.echo(f"FAILED  rule {rule}: {target}: {exc}")
+        return False
+    click.echo(f"ok      rule {rule}: {target} -> {item.luid} ({item.path})")
+    return True
+
+
+# -- emulator -----------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8900, show_default=True, type=int)
+@click.option("--site", default="", help="contentUrl of the emulated site [default: Default site].")
+@click.option("--pat-name", default="relay", show_default=True)
+@click.option("--pat-secret", default="relay-secret", show_default=True)
+@click.option("--state", "state_file", type=click.Path(dir_okay=False), help="Site content (JSON).")
+@click.option("--job-duration", default=3.0, show_default=True, help="Seconds a refresh takes.")
+def emulator(
+    host: str,
+    port: int,
+    site: str,
+    pat_name: str,
+    pat_secret: str,
+    state_file: str | None,
+    job_duration: float,
+) -> None:
+    """Run the built-in Tableau REST API emulator."""
+    from dbt_tableau_relay.emulator import run_emulator
+
+    run_emulator(
+        port=port,
+        host=host,
+        site=site,
+        pat_name=pat_name,
+        pat_secret=pat_secret,
+        state_file=state_file,
+        job_duration=job_duration,
+    )

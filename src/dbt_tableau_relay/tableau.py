@@ -259,6 +259,10 @@ class TableauClient:
     def api_version(self) -> str | None:
         return self._server.version if self._server else None
 
+    def connect(self) -> None:
+        """Sign in now rather than at the first call (to check credentials early)."""
+        self._session()
+
     def close(self) -> None:
         """Sign out, so the PAT's session does not linger until it expires."""
         with self._lock:
