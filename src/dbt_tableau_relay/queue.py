@@ -1,0 +1,296 @@
+"""The refresh queue: claiming due jobs under a lease, and every job transition.
+
+A refresh job moves through these states:
+
+    queued ──claim──▶ sending ──202──▶ following ──finish code──▶ succeeded | failed
+      ▲                  │                  │
+      └──── 409093, ─────┘                  └── (polled: claimed, polled once, released)
+            transient error
+    sending ──permanent error──▶ failed        sending ──retries exhausted──▶ dead
+    queued job that meets another queued job of the same item ──▶ merged
+
+New events join a job only while it is `queued`, and a job is claimed before
+it is sent, so every refresh Tableau accepts (202) started after all the
+events it serves arrived. Every transition is guarded by the lease
+(`claimed_by`): a worker whose lease ran out and was taken over changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, insert, literal, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from dbt_tableau_relay.config import Target
+from dbt_tableau_relay.errors import TableauError
+from dbt_tableau_relay.store import Attempt, RefreshJob, RefreshJobEvent, Store, utcnow
+
+log = logging.getLogger(__name__)
+
+RJ = RefreshJob
+FINAL_STATES = ("succeeded", "failed", "dead", "merged")
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A detached snapshot of a claimed job: what the worker needs to act on it."""
+
+    id: int
+    state: str  # "sending" or "following"
+    target: Target
+    rule_name: str
+    incremental: bool
+    wait: bool
+    attempts: int
+    created_at: datetime
+    sent_at: datetime | None
+    tableau_job_id: str | None
+    item_luid: str | None
+    claimed_at: datetime
+
+    @classmethod
+    def of(cls, row: RefreshJob, claimed_at: datetime) -> ClaimedJob:
+        return cls(
+            id=row.id,
+            state=row.state,
+            target=target_of(row.target_kind, row.target_by, row.target_ref),
+            rule_name=row.rule_name,
+            incremental=row.incremental,
+            wait=row.wait,
+            attempts=row.attempts,
+            created_at=row.created_at,
+            sent_at=row.sent_at,
+            tableau_job_id=row.tableau_job_id,
+            item_luid=row.item_luid,
+            claimed_at=claimed_at,
+        )
+
+
+def target_of(kind: str, by: str, ref: str) -> Target:
+    field = f"{kind}_id" if by == "luid" else kind
+    return Target.model_validate({field: ref})
+
+
+class RefreshQueue:
+    def __init__(self, store: Store, worker_id: str, lease: float = 120.0) -> None:
+        self.store = store
+        self.worker_id = worker_id
+        self.lease = timedelta(seconds=lease)
+
+    # -- claiming -----------------------------------------------------------------
+
+    def claim(self, limit: int) -> list[ClaimedJob]:
+        """Take up to `limit` due jobs: queued ones, follow-ups, and expired leases."""
+        now = utcnow()
+        due = or_(
+            and_(RJ.state == "queued", RJ.not_before <= now),
+            and_(
+                RJ.state == "following",
+                RJ.not_before <= now,
+                or_(RJ.lease_until.is_(None), RJ.lease_until < now),
+            ),
+            and_(RJ.state == "sending", RJ.lease_until < now),  # its worker died mid-send
+        )
+        pick = select(RJ.id).where(due).order_by(RJ.not_before).limit(limit)
+        with self.store.session(readonly=True) as session:
+            if not session.scalars(pick).first():
+                return []  # the common idle case takes no write lock
+        with self.store.session() as session:
+            ids = list(session.scalars(pick.with_for_update(skip_locked=True)))
+            if not ids:
+                return []
+            session.execute(
+                update(RJ)
+                .where(RJ.id.in_(ids), RJ.state.in_(("queued", "sending")))
+                .values(state="sending", attempts=RJ.attempts + 1)
+            )
+            session.execute(
+                update(RJ)
+                .where(RJ.id.in_(ids))
+                .values(lease_until=now + self.lease, claimed_by=self.worker_id, updated_at=now)
+            )
+            rows = session.scalars(select(RJ).where(RJ.id.in_(ids)).order_by(RJ.id))
+            return [ClaimedJob.of(row, now) for row in rows]
+
+    def renew(self, job: ClaimedJob) -> bool:
+        """Extend the lease; False if another worker has taken the job over."""
+        now = utcnow()
+        with self.store.session() as session:
+            return self._guarded(session, job, lease_until=now + self.lease, updated_at=now)
+
+    # -- transitions ----------------------------------------------------------------
+
+    def sent(self, job: ClaimedJob, tableau_job_id: str, item_luid: str, first_poll: float) -> None:
+        """Tableau accepted the refresh (202): follow it, or finish if not waiting."""
+        now = utcnow()
+        values: dict[str, Any] = {
+            "tableau_job_id": tableau_job_id,
+            "item_luid": item_luid,
+            "sent_at": now,
+            "error_code": None,
+            "error": None,
+        }
+        if job.wait:
+            values |= {"state": "following", "not_before": now + timedelta(seconds=first_poll)}
+        else:
+            values |= {"state": "succeeded", "finished_at": now}
+        with self.store.session() as session:
+            if self._guarded(session, job, **values, lease_until=None, updated_at=now):
+                self._attempt(session, job, "accepted", tableau_job_id=tableau_job_id, at=now)
+
+    def poll_later(self, job: ClaimedJob, delay: float) -> None:
+        """The Tableau job is still running: release it until the next poll."""
+        now = utcnow()
+        with self.store.session() as session:
+            self._guarded(
+                session,
+                job,
+                not_before=now + timedelta(seconds=delay),
+                lease_until=None,
+                updated_at=now,
+            )
+
+    def finished(
+        self, job: ClaimedJob, finish_code: int | None, notes: str | None, succeeded: bool
+    ) -> None:
+        """Tableau's verdict on the refresh."""
+        now = utcnow()
+        state = "succeeded" if succeeded else "failed"
+        with self.store.session() as session:
+            done = self._guarded(
+                session,
+                job,
+                state=state,
+                finish_code=finish_code,
+                error=None if succeeded else notes,
+                error_code=None if succeeded else f"finishCode {finish_code}",
+                finished_at=now,
+                lease_until=None,
+                updated_at=now,
+            )
+            if done:
+                self._attempt(
+                    session,
+                    job,
+                    state,
+                    tableau_job_id=job.tableau_job_id,
+                    finish_code=finish_code,
+                    message=notes,
+                    at=now,
+                )
+
+    def fail(self, job: ClaimedJob, error: TableauError | str, state: str = "failed") -> None:
+        """End the job without a Tableau verdict: a permanent error, or retries exhausted."""
+        now = utcnow()
+        code, message = _code_and_message(error)
+        with self.store.session() as session:
+            if self._guarded(
+                session,
+                job,
+                state=state,
+                error_code=code,
+                error=message,
+                finished_at=now,
+                lease_until=None,
+                updated_at=now,
+            ):
+                outcome = "permanent" if state == "failed" else "exhausted"
+                self._attempt(session, job, outcome, error_code=code, message=message, at=now)
+
+    def retry_later(self, job: ClaimedJob, delay: float, error: TableauError, outcome: str) -> None:
+        """Back to `queued`, due after `delay`; joins the item's queued job if there is one."""
+        try:
+            self._requeue(job, delay, error, outcome)
+        except IntegrityError:
+            # PostgreSQL: a new queued job for the item appeared meanwhile. Once more, to merge.
+            self._requeue(job, delay, error, outcome)
+
+    def _requeue(self, job: ClaimedJob, delay: float, error: TableauError, outcome: str) -> None:
+        now = utcnow()
+        code, message = _code_and_message(error)
+        with self.store.session() as session:
+            key = session.scalar(select(RJ.target_key).where(RJ.id == job.id))
+            other = session.scalar(
+                select(RJ).where(RJ.target_key == key, RJ.state == "queued", RJ.id != job.id)
+            )
+            values: dict[str, Any] = {"error_code": code, "error": message, "lease_until": None}
+            if other is not None:
+                values |= {"state": "merged", "finished_at": now}
+            else:
+                values |= {"state": "queued", "not_before": now + timedelta(seconds=delay)}
+            if not self._guarded(session, job, **values, updated_at=now):
+                return
+            self._attempt(session, job, outcome, error_code=code, message=message, at=now)
+            if other is not None:
+                self._merge_into(session, job.id, other)
+
+    def transient_failures(self, job: ClaimedJob) -> int:
+        query = select(func.count()).where(
+            Attempt.refresh_job_id == job.id, Attempt.outcome == "transient"
+        )
+        with self.store.session(readonly=True) as session:
+            return session.scalar(query) or 0
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _guarded(self, session: Session, job: ClaimedJob, **values: Any) -> bool:
+        """Update the job only while this worker still holds it."""
+        result = session.execute(
+            update(RJ)
+            .where(
+                RJ.id == job.id,
+                RJ.claimed_by == self.worker_id,
+                RJ.state.notin_(FINAL_STATES),
+            )
+            .values(**values)
+        )
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            log.warning("refresh.lease_lost", extra={"job_id": job.id, "worker": self.worker_id})
+            return False
+        return True
+
+    @staticmethod
+    def _merge_into(session: Session, job_id: int, other: RefreshJob) -> None:
+        """The other queued job of the item will serve this job's events too."""
+        already = select(RefreshJobEvent.event_pk).where(RefreshJobEvent.refresh_job_id == other.id)
+        mine = select(RefreshJobEvent.event_pk).where(
+            RefreshJobEvent.refresh_job_id == job_id, RefreshJobEvent.event_pk.notin_(already)
+        )
+        session.execute(
+            insert(RefreshJobEvent).from_select(
+                ["refresh_job_id", "event_pk"],
+                select(literal(other.id), mine.subquery().c.event_pk),
+            )
+        )
+        session.execute(
+            update(RJ)
+            .where(RJ.id == job_id)
+            .values(error=f"merged into refresh job {other.id}", error_code=None)
+        )
+        log.info("refresh.merged", extra={"job_id": job_id, "into": other.id})
+
+    @staticmethod
+    def _attempt(
+        session: Session, job: ClaimedJob, outcome: str, *, at: datetime, **fields: Any
+    ) -> None:
+        session.add(
+            Attempt(
+                refresh_job_id=job.id,
+                number=job.attempts,
+                started_at=job.claimed_at,
+                finished_at=at,
+                outcome=outcome,
+                **fields,
+            )
+        )
+
+
+def _code_and_message(error: TableauError | str) -> tuple[str | None, str]:
+    if isinstance(error, str):
+        return None, error
+    return error.code or (str(error.status) if error.status else None), str(error)

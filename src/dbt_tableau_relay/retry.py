@@ -1,0 +1,60 @@
+"""When to try a refresh again: a pure decision, tested with parametrize.
+
+Transient failures (5xx, 429, timeouts, dropped connections) back off
+exponentially with full jitter, never sooner than Tableau's Retry-After,
+until `max_attempts`; then the job is dead-lettered. 409093 (a refresh of the
+item is already queued or running in Tableau) is no failure: the relay waits
+for Tableau's refresh to end and sends its own, because the running one may
+have started before dbt finished writing. Permanent errors fail at once.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Literal
+
+from dbt_tableau_relay.errors import AlreadyQueuedError, TableauError, TransientTableauError
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Literal["retry", "fail", "dead"]
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    base_delay: float = 2.0
+    max_delay: float = 300.0
+    busy_delay: float = 20.0  # between sends while Tableau runs its own refresh
+    busy_timeout: float = 3 * 3600.0  # Tableau Cloud ends a refresh after 2 hours
+
+    def decide(
+        self,
+        error: TableauError,
+        attempts: int,
+        busy_for: float = 0.0,
+        rng: random.Random | None = None,
+    ) -> Decision:
+        """What to do after send attempt number `attempts` failed with `error`.
+
+        `busy_for`: seconds since the job was first answered 409093.
+        """
+        if isinstance(error, AlreadyQueuedError):
+            if busy_for >= self.busy_timeout:
+                return Decision("dead")
+            return Decision("retry", self._jittered(self.busy_delay, rng, floor=0.5))
+        if not isinstance(error, TransientTableauError):
+            return Decision("fail")
+        if attempts >= self.max_attempts:
+            return Decision("dead")
+        ceiling = min(self.max_delay, self.base_delay * 2 ** (attempts - 1))
+        delay = self._jittered(ceiling, rng)
+        return Decision("retry", max(delay, error.retry_after or 0.0))
+
+    @staticmethod
+    def _jittered(ceiling: float, rng: random.Random | None, floor: float = 0.0) -> float:
+        """Full jitter: spreads the retries of many jobs that failed together."""
+        return (rng or random).uniform(floor * ceiling, ceiling)
