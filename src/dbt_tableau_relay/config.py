@@ -131,6 +131,20 @@ class Target(_Strict):
     def luid(self) -> str | None:
         return self.workbook_id or self.datasource_id
 
+    @property
+    def by(self) -> Literal["path", "luid"]:
+        return "path" if self.path else "luid"
+
+    @property
+    def ref(self) -> str:
+        """The path or the LUID, whichever names the item."""
+        return self.path or self.luid or ""
+
+    @property
+    def key(self) -> str:
+        """`kind:by:ref`, the identity that coalesces refresh jobs of one item."""
+        return f"{self.kind}:{self.by}:{self.ref}"
+
     def __str__(self) -> str:
         return f"{self.kind} {self.path or self.luid}"
 

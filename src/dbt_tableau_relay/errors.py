@@ -2,6 +2,7 @@
 
     RelayError
     ├── ConfigError                 relay.yml is invalid, incomplete or names a missing variable
+    ├── MalformedEventError         a (signed) webhook body that is not a dbt Cloud event
     └── TableauError                Tableau refused, failed or could not be reached
         ├── TransientTableauError   worth retrying: 5xx, 429, connection errors, timeouts
         ├── AlreadyQueuedError      409093: a refresh of this item is already queued or running
@@ -25,6 +26,10 @@ class RelayError(Exception):
 
 class ConfigError(RelayError):
     """The configuration is invalid."""
+
+
+class MalformedEventError(RelayError):
+    """The webhook body is not a dbt Cloud event."""
 
 
 class TableauError(RelayError):

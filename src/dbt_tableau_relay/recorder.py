@@ -1,0 +1,382 @@
+"""The hot path's durable write: group commit of received webhooks.
+
+Requests hand a `Submission` to `Recorder.record()` and await it. One writer
+thread drains the queue and writes everything pending in ONE transaction:
+each event with all its refresh jobs and links, so an event is never stored
+without its jobs, and one fsync serves a whole batch (the way databases
+group-commit their own log). Then it resolves each request's future on its
+event loop. If the transaction fails, every request in the batch gets the
+exception and nothing of the batch is stored.
+
+Coalescing uses the partial unique index on `refresh_jobs(target_key) WHERE
+state = 'queued'`: `INSERT ... ON CONFLICT ... DO UPDATE` joins the queued job
+of an item or creates it, which stays correct with several replicas writing
+to one PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, Literal
+
+from prometheus_client import Histogram
+from sqlalchemy import case, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from dbt_tableau_relay.errors import RelayError
+from dbt_tableau_relay.events import DbtEvent
+from dbt_tableau_relay.rules import PlannedRefresh, merge
+from dbt_tableau_relay.store import Base, Event, RefreshJob, RefreshJobEvent, Store, utcnow
+
+log = logging.getLogger(__name__)
+
+Status = Literal["queued", "ignored", "duplicate", "invalid"]
+MAX_BATCH: Final = 256
+MAX_PENDING: Final = 10_000
+_STOP: Final = object()
+_EVENTS = Base.metadata.tables[Event.__tablename__]
+_JOBS = Base.metadata.tables[RefreshJob.__tablename__]
+_LINKS = Base.metadata.tables[RefreshJobEvent.__tablename__]
+
+BATCH_SIZE = Histogram(
+    "relay_recorder_batch_size",
+    "Webhooks written per group commit.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)
+BATCH_SECONDS = Histogram("relay_recorder_batch_seconds", "Time to write one group commit.")
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A signed body to record: a parsed event with its plan, or the parse error."""
+
+    body: bytes
+    received_at: datetime
+    event: DbtEvent | None = None
+    planned: tuple[PlannedRefresh, ...] = ()
+    error: str | None = None  # why the body is not a dbt event
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    status: Status
+    event_pk: int | None = None  # None for a duplicate: nothing was stored
+    job_ids: tuple[int, ...] = ()
+
+    @property
+    def refreshes_queued(self) -> int:
+        return len(self.job_ids)
+
+
+@dataclass(slots=True)
+class _Pending:
+    submission: Submission
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Recorded]
+
+
+class Recorder:
+    """Owns the writer thread. `start()`, `await record(...)`, `stop()` (drains)."""
+
+    def __init__(
+        self, store: Store, *, max_batch: int = MAX_BATCH, max_pending: int = MAX_PENDING
+    ) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self._queue: queue.Queue[_Pending | object] = queue.Queue(max_pending)
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stopping
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("the recorder is already started")
+        self._thread = threading.Thread(target=self._run, name="relay-recorder", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Write everything already submitted, then end the writer thread."""
+        if self._thread is None or self._stopping:
+            return
+        self._stopping = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    async def record(self, submission: Submission) -> Recorded:
+        """Store durably; return once committed. Raises if the write failed."""
+        if not self.running:
+            raise RelayError("the recorder is not running")
+        loop = asyncio.get_running_loop()
+        pending = _Pending(submission, loop, loop.create_future())
+        try:
+            self._queue.put_nowait(pending)
+        except queue.Full:
+            raise RelayError("too many webhooks waiting to be recorded") from None
+        return await pending.future
+
+    def _run(self) -> None:
+        while True:
+            batch, stop = self._next_batch()
+            if batch:
+                self._write(batch)
+            if stop:
+                break
+        self._fail_leftovers()
+
+    def _next_batch(self) -> tuple[list[_Pending], bool]:
+        """Block for one submission, then take whatever else is already waiting."""
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        batch = [first]
+        while len(batch) < self.max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return _pending(batch), True
+            batch.append(item)
+        return _pending(batch), False
+
+    def _write(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        try:
+            with self.store.session() as session:
+                results: Sequence[Recorded | BaseException] = write_batch(
+                    session, [p.submission for p in batch]
+                )
+        except Exception as exc:  # noqa: BLE001 - each waiting request gets the failure
+            log.warning("recorder.batch_failed", extra={"size": len(batch), "error": repr(exc)})
+            results = [exc] * len(batch)
+        BATCH_SIZE.observe(len(batch))
+        BATCH_SECONDS.observe(time.perf_counter() - started)
+        _settle(batch, results)
+
+    def _fail_leftovers(self) -> None:
+        """Submissions that raced `stop()` get an error rather than waiting forever."""
+        leftovers: list[_Pending] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Pending):
+                leftovers.append(item)
+        _settle(leftovers, [RelayError("the recorder stopped")] * len(leftovers))
+
+
+def _pending(items: list[object]) -> list[_Pending]:
+    return [item for item in items if isinstance(item, _Pending)]
+
+
+def _settle(batch: Sequence[_Pending], results: Sequence[Recorded | BaseException]) -> None:
+    """Resolve futures on their own loops: one thread-safe call per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Recorded], Any]]]
+    by_loop = defaultdict(list)
+    for pending, result in zip(batch, results, strict=True):
+        by_loop[pending.loop].append((pending.future, result))
+    for loop, pairs in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, pairs)
+        except RuntimeError:  # the loop has closed: nobody is waiting any more
+            continue
+
+
+def _resolve(pairs: list[tuple[asyncio.Future[Recorded], Recorded | BaseException]]) -> None:
+    for future, result in pairs:
+        if future.done():  # the request timed out or was cancelled
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+
+@dataclass
+class _Plan:
+    """What one batch writes, worked out before the first statement."""
+
+    results: list[Recorded | None]
+    rows: dict[int, dict[str, Any]] = field(default_factory=dict)  # batch index -> event row
+
+
+def write_batch(
+    session: Session, submissions: Sequence[Submission], now: datetime | None = None
+) -> list[Recorded]:
+    """Write a batch in the caller's transaction; one `Recorded` per submission, in order."""
+    now = now or utcnow()
+    plan = _plan(submissions)
+    pks = _insert_events(session, plan.rows)
+    jobs = _upsert_jobs(session, submissions, pks, now)
+    links = [
+        {"refresh_job_id": jobs[p.key], "event_pk": pks[i]}
+        for i, pk in pks.items()
+        for p in submissions[i].planned
+        if pk is not None
+    ]
+    if links:
+        session.execute(_LINKS.insert(), links)
+    return [_result(submissions[i], r, pks.get(i), jobs) for i, r in enumerate(plan.results)]
+
+
+def _plan(submissions: Sequence[Submission]) -> _Plan:
+    plan = _Plan(results=[None] * len(submissions))
+    seen: set[str] = set()
+    for i, sub in enumerate(submissions):
+        if sub.event is not None and sub.event.event_id in seen:
+            plan.results[i] = Recorded("duplicate")  # earlier in this very batch
+            continue
+        if sub.event is not None:
+            seen.add(sub.event.event_id)
+        plan.rows[i] = _event_row(sub)
+    return plan
+
+
+def _event_row(sub: Submission) -> dict[str, Any]:
+    ev = sub.event
+    if ev is None:
+        outcome, detail = "invalid", sub.error or "not a dbt Cloud event"
+    elif sub.planned:
+        outcome, detail = "queued", None
+    else:
+        outcome = "ignored"
+        detail = f"no rule matches {ev.event_type} with runStatusCode {ev.run_status_code}"
+    return {
+        **_event_fields(ev),
+        "outcome": outcome,
+        "detail": detail and storable(detail),
+        "body": storable(sub.body.decode("utf-8", errors="replace")),
+        "received_at": sub.received_at,
+        "refreshes": len(sub.planned) if ev else 0,
+    }
+
+
+# The DbtEvent fields that have an `events` column of the same name.
+_EVENT_FIELDS: Final = (
+    "event_id",
+    "event_type",
+    "account_id",
+    "project_id",
+    "environment_id",
+    "job_id",
+    "run_id",
+    "run_status_code",
+)
+
+
+def _event_fields(ev: DbtEvent | None) -> dict[str, Any]:
+    return {name: getattr(ev, name) if ev else None for name in _EVENT_FIELDS}
+
+
+def storable(value: str) -> str:
+    """Text both backends accept: no NUL (PostgreSQL refuses it), no lone surrogates."""
+    return value.encode("utf-8", errors="replace").decode("utf-8").replace("\x00", "\ufffd")
+
+
+def _insert_events(session: Session, rows: dict[int, dict[str, Any]]) -> dict[int, int | None]:
+    """Insert; map batch index -> new pk, or None for an event id already stored."""
+    pks: dict[int, int | None] = {}
+    dbt = {i: row for i, row in rows.items() if row["event_id"] is not None}
+    invalid = [i for i, row in rows.items() if row["event_id"] is None]
+    if dbt:
+        stmt = _insert(session, _EVENTS).on_conflict_do_nothing(index_elements=["event_id"])
+        returned = session.execute(
+            stmt.returning(_EVENTS.c.id, _EVENTS.c.event_id), list(dbt.values())
+        )
+        by_event_id = {event_id: pk for pk, event_id in returned}
+        pks.update({i: by_event_id.get(row["event_id"]) for i, row in dbt.items()})
+    for i in invalid:
+        pks[i] = session.execute(_EVENTS.insert().returning(_EVENTS.c.id), rows[i]).scalar_one()
+    return pks
+
+
+def _upsert_jobs(
+    session: Session,
+    submissions: Sequence[Submission],
+    pks: dict[int, int | None],
+    now: datetime,
+) -> dict[str, int]:
+    """Join or create the queued job of every target; map target key -> job id."""
+    wanted: dict[str, tuple[PlannedRefresh, datetime]] = {}
+    for i, pk in pks.items():
+        for p in submissions[i].planned if pk is not None else ():
+            at = submissions[i].received_at
+            if (seen := wanted.get(p.key)) is not None:
+                p, at = merge(seen[0], p), max(seen[1], at)
+            wanted[p.key] = (p, at)
+    if not wanted:
+        return {}
+    # Sorted keys: replicas upserting the same items lock them in one order.
+    rows = [_job_row(p, at, now) for p, at in (wanted[k] for k in sorted(wanted))]
+    stmt = _insert(session, _JOBS)
+    ex = stmt.excluded
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["target_key"],
+        index_where=text("state = 'queued'"),
+        set_={
+            "wait": _JOBS.c.wait | ex.wait,
+            "incremental": _JOBS.c.incremental & ex.incremental,
+            "last_event_at": case(
+                (ex.last_event_at > _JOBS.c.last_event_at, ex.last_event_at),
+                else_=_JOBS.c.last_event_at,
+            ),
+            "updated_at": ex.updated_at,
+        },
+    )
+    returned = session.execute(stmt.returning(_JOBS.c.id, _JOBS.c.target_key), rows)
+    return {key: job_id for job_id, key in returned}
+
+
+def _job_row(p: PlannedRefresh, last_event_at: datetime, now: datetime) -> dict[str, Any]:
+    return {
+        "target_kind": p.target.kind,
+        "target_by": p.target.by,
+        "target_ref": p.target.ref,
+        "target_key": p.key,
+        "rule_name": p.rule_name,
+        "incremental": p.incremental,
+        "wait": p.wait,
+        "state": "queued",
+        "attempts": 0,
+        "not_before": now,
+        "created_at": now,
+        "updated_at": now,
+        "last_event_at": last_event_at,
+    }
+
+
+def _insert(session: Session, table: Any) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise RelayError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
+
+
+def _result(
+    sub: Submission, early: Recorded | None, pk: int | None, jobs: dict[str, int]
+) -> Recorded:
+    if early is not None:
+        return early
+    if pk is None:
+        return Recorded("duplicate")
+    if sub.event is None:
+        return Recorded("invalid", pk)
+    if not sub.planned:
+        return Recorded("ignored", pk)
+    return Recorded("queued", pk, tuple(jobs[p.key] for p in sub.planned))

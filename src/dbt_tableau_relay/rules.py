@@ -1,0 +1,83 @@
+"""Which Tableau items an event asks to refresh: pure functions over the rules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from dbt_tableau_relay.config import Rule, RuleMatch, Target
+from dbt_tableau_relay.events import (
+    STATUS_CANCELLED,
+    STATUS_ERROR,
+    STATUS_SUCCESS,
+    DbtEvent,
+)
+
+STATUS_CODES: Final[dict[str, int]] = {
+    "success": STATUS_SUCCESS,
+    "error": STATUS_ERROR,
+    "cancelled": STATUS_CANCELLED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedRefresh:
+    """One refresh an event asks for; `rule_name` is the first rule that asked."""
+
+    target: Target
+    rule_name: str
+    wait: bool
+    incremental: bool
+
+    @property
+    def key(self) -> str:
+        return self.target.key
+
+
+def match(rules: Iterable[Rule], event: DbtEvent) -> tuple[PlannedRefresh, ...]:
+    """The refreshes `event` asks for, one per target, in rule order."""
+    planned: dict[str, PlannedRefresh] = {}
+    for rule in rules:
+        if not rule_matches(rule.on, event):
+            continue
+        for target in rule.refresh:
+            wanted = PlannedRefresh(target, rule.name, rule.wait, rule.incremental)
+            seen = planned.get(target.key)
+            planned[target.key] = wanted if seen is None else merge(seen, wanted)
+    return tuple(planned.values())
+
+
+def merge(first: PlannedRefresh, second: PlannedRefresh) -> PlannedRefresh:
+    """Two asks for one item become one refresh that satisfies both.
+
+    Waiting is wanted if any asker wants it; an incremental refresh only if
+    every asker is content with one (a full refresh covers an incremental one).
+    """
+    return PlannedRefresh(
+        target=first.target,
+        rule_name=first.rule_name,
+        wait=first.wait or second.wait,
+        incremental=first.incremental and second.incremental,
+    )
+
+
+def rule_matches(on: RuleMatch, event: DbtEvent) -> bool:
+    return (
+        on.event == event.event_type
+        and status_matches(on.status, event.run_status_code)
+        and _in(on.job_id, event.job_id)
+        and _in(on.environment_id, event.environment_id)
+        and _in(on.project_id, event.project_id)
+        and _in(on.account_id, event.account_id)
+    )
+
+
+def status_matches(status: str, code: int | None) -> bool:
+    """`any` matches every event; the others compare `runStatusCode`, never the text."""
+    return status == "any" or (code is not None and STATUS_CODES.get(status) == code)
+
+
+def _in(allowed: frozenset[str] | None, value: str | None) -> bool:
+    """No set given matches every event; a set given needs the event to carry the id."""
+    return allowed is None or (value is not None and value in allowed)

@@ -1,0 +1,213 @@
+"""`POST /webhooks/dbt`: verify, record, decide, acknowledge. Never calls Tableau.
+
+dbt Cloud waits 10 seconds and retries on anything but a 2xx, so the
+endpoint answers as soon as the event is durably stored: 202 queued, 200
+duplicate or ignored, 400 signed-but-not-an-event (stored as 'invalid'),
+401 unsigned, 413 too large, 503 when the store failed (dbt retries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import Counter, Histogram
+
+from dbt_tableau_relay.config import Rule, Settings
+from dbt_tableau_relay.errors import MalformedEventError
+from dbt_tableau_relay.events import DbtEvent, parse_event
+from dbt_tableau_relay.recorder import Recorded, Recorder, Submission
+from dbt_tableau_relay.rules import match
+from dbt_tableau_relay.store import utcnow
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+MAX_BODY_BYTES: Final = 1024 * 1024
+RECORD_TIMEOUT: Final = 8.0  # seconds: answer 503 before dbt's 10 s delivery window ends
+OUTCOMES: Final = (
+    "accepted",
+    "duplicate",
+    "ignored",
+    "invalid",
+    "unauthorized",
+    "too_large",
+    "error",
+)
+WEBHOOKS = Counter("relay_webhooks", "dbt Cloud webhook deliveries, by outcome.", ["outcome"])
+for _outcome in OUTCOMES:
+    WEBHOOKS.labels(_outcome)  # every outcome shows on /metrics from the start, at 0
+WEBHOOK_SECONDS = Histogram(
+    "relay_webhook_seconds",
+    "Time from request to answer for POST /webhooks/dbt.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookContext:
+    """What the endpoint needs, put on `app.state.webhooks` by the app's lifespan."""
+
+    secrets: tuple[bytes, ...]
+    rules: tuple[Rule, ...]
+    recorder: Recorder
+    max_body: int = MAX_BODY_BYTES
+
+    @classmethod
+    def from_settings(cls, settings: Settings, recorder: Recorder) -> WebhookContext:
+        secrets = tuple(s.get_secret_value().encode() for s in settings.dbt.webhook_secrets)
+        # An empty key is a key anyone can sign with: never accept it.
+        usable = tuple(s for s in secrets if s)
+        if not usable:
+            log.warning("webhook.no_secrets", extra={"detail": "every delivery will get 401"})
+        return cls(usable, settings.rules, recorder)
+
+
+class BodyTooLarge(Exception):
+    """Control flow inside this module: the body passed the size limit."""
+
+
+def verify_signature(body: bytes, authorization: str | None, secrets: Sequence[bytes]) -> bool:
+    """True if `authorization` is the hex HMAC-SHA256 of `body` under any secret.
+
+    Constant time in the header's content: every secret is checked, no early exit.
+    """
+    if authorization is None:
+        return False
+    given = authorization.strip().lower().encode("utf-8", errors="replace")
+    valid = False
+    for secret in secrets:
+        expected = hmac.new(secret, body, hashlib.sha256).hexdigest().encode()
+        valid |= hmac.compare_digest(expected, given)
+    return valid
+
+
+def sign(body: bytes, secret: str | bytes) -> str:
+    """The `Authorization` value dbt Cloud sends with `body` (for tests and send-test)."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, or BodyTooLarge as soon as it is known to pass `limit`."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:  # chunked, or a Content-Length that lied
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post("/webhooks/dbt")
+async def receive_dbt_webhook(request: Request) -> JSONResponse:
+    started = time.perf_counter()
+    try:
+        return await _receive(request, request.app.state.webhooks)
+    finally:
+        WEBHOOK_SECONDS.observe(time.perf_counter() - started)
+
+
+async def _receive(request: Request, ctx: WebhookContext) -> JSONResponse:
+    received_at = utcnow()
+    authorization = request.headers.get("authorization")
+    if authorization is None:
+        return _unauthorized(request, "missing Authorization header")
+    try:
+        body = await read_body(request, ctx.max_body)
+    except BodyTooLarge:
+        return _too_large(request, ctx.max_body)
+    if not verify_signature(body, authorization, ctx.secrets):
+        return _unauthorized(request, "signature does not match")
+    try:
+        event = parse_event(body)
+    except MalformedEventError as exc:
+        return await _invalid(ctx, Submission(body, received_at, error=str(exc)))
+    submission = Submission(body, received_at, event, match(ctx.rules, event))
+    recorded = await _record(ctx, submission)
+    if recorded is None:
+        return _unavailable(event.event_id)
+    return _answer(event, recorded)
+
+
+async def _record(ctx: WebhookContext, submission: Submission) -> Recorded | None:
+    """Recorded, or None (logged, counted) if the store failed or took too long."""
+    try:
+        async with asyncio.timeout(RECORD_TIMEOUT):
+            return await ctx.recorder.record(submission)
+    except Exception as exc:  # noqa: BLE001 - a failed or slow store is a 503: dbt retries
+        event_id = submission.event.event_id if submission.event else None
+        log.error("webhook.store_failed", extra={"event_id": event_id, "error": repr(exc)})
+        WEBHOOKS.labels("error").inc()
+        return None
+
+
+def _answer(event: DbtEvent, recorded: Recorded) -> JSONResponse:
+    fields = {
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "event_pk": recorded.event_pk,
+        "refreshes": recorded.refreshes_queued,
+    }
+    body = {
+        "status": recorded.status,
+        "event_id": event.event_id,
+        "refreshes_queued": recorded.refreshes_queued,
+    }
+    if recorded.status == "queued":
+        log.info("webhook.accepted", extra=fields)
+        WEBHOOKS.labels("accepted").inc()
+        return JSONResponse(body, status_code=202)
+    log.info(f"webhook.{recorded.status}", extra=fields)
+    WEBHOOKS.labels(recorded.status).inc()
+    return JSONResponse(body, status_code=200)
+
+
+async def _invalid(ctx: WebhookContext, submission: Submission) -> JSONResponse:
+    recorded = await _record(ctx, submission)
+    if recorded is None:
+        return _unavailable(None)
+    log.info("webhook.invalid", extra={"event_pk": recorded.event_pk, "error": submission.error})
+    WEBHOOKS.labels("invalid").inc()
+    return JSONResponse({"error": submission.error}, status_code=400)
+
+
+def _unauthorized(request: Request, reason: str) -> JSONResponse:
+    # The header's value is never logged or echoed: it is a signature made with the secret.
+    log.warning("webhook.unauthorized", extra={"reason": reason, "client": _client(request)})
+    WEBHOOKS.labels("unauthorized").inc()
+    return JSONResponse({"error": f"unauthorized: {reason}"}, status_code=401)
+
+
+def _too_large(request: Request, limit: int) -> JSONResponse:
+    log.warning("webhook.too_large", extra={"limit": limit, "client": _client(request)})
+    WEBHOOKS.labels("too_large").inc()
+    # Close the connection: the rest of the body was never read.
+    headers = {"Connection": "close"}
+    return JSONResponse(
+        {"error": f"body larger than {limit} bytes"}, status_code=413, headers=headers
+    )
+
+
+def _unavailable(event_id: str | None) -> JSONResponse:
+    return JSONResponse(
+        {"error": "could not record the event; retry later", "event_id": event_id},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client else None
