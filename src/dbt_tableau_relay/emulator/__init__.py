@@ -1,0 +1,34 @@
+"""A faithful emulator of the Tableau Server / Tableau Cloud REST API, for tests and demos.
+
+    from dbt_tableau_relay.emulator import Emulator
+
+    with Emulator(site="marketing", pat_name="relay-pat", pat_secret="s3cret") as emu:
+        luid = emu.luid("workbook", "Sales/Executive Overview")
+        ...  # point the relay (or TSC) at emu.url
+
+Modules: `content` (the site's projects, workbooks and data sources; the state
+file), `jobs` (refresh job lifecycle), `auth` (sign-in and sessions), `api`
+(the REST endpoints), `query` (filter and pagination), `elements` and
+`render` (answers as XML or JSON), `faults`, `control` (/_emulator/ endpoints),
+`handler` (HTTP), `server` (`Emulator`, `run_emulator`). See docs/emulator.md.
+"""
+
+from dbt_tableau_relay.emulator.auth import ConnectedApp
+from dbt_tableau_relay.emulator.content import RefreshOutcome, stable_luid
+from dbt_tableau_relay.emulator.elements import REST_API_VERSION
+from dbt_tableau_relay.emulator.faults import Faults
+from dbt_tableau_relay.emulator.jobs import JobView
+from dbt_tableau_relay.emulator.server import Emulator, run_emulator
+from dbt_tableau_relay.emulator.state import RecordedRequest
+
+__all__ = [
+    "REST_API_VERSION",
+    "ConnectedApp",
+    "Emulator",
+    "Faults",
+    "JobView",
+    "RecordedRequest",
+    "RefreshOutcome",
+    "run_emulator",
+    "stable_luid",
+]

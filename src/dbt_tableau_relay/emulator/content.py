@@ -1,0 +1,309 @@
+"""The site's content: projects, workbooks and data sources, demo or from a state file.
+
+LUIDs are stable: uuid5 of "dbt-tableau-relay/emulator/{kind}/{path}", so the
+same path gets the same LUID in every run, unless the state file gives one.
+
+State file format (JSON; also what `Content.to_state()` writes and what
+`POST /_emulator/content` merges in)::
+
+    {
+      "projects": [
+        {"name": "Finance"},
+        {"name": "Regional", "parent": "Finance", "luid": "optional-uuid",
+         "description": "optional"}
+      ],
+      "workbooks": [
+        {"name": "EMEA Revenue", "project": "Finance/Regional"}
+      ],
+      "datasources": [
+        {"name": "Live Inventory", "project": "Sales", "refreshable": false,
+         "connection_type": "postgres"},
+        {"name": "Legacy Ledger", "project": "Finance",
+         "refresh_outcome": {"finish_code": 1, "notes": "why the refresh failed"}}
+      ]
+    }
+
+`parent` and `project` are project paths ("A/B"); `{"path": "A/B/Name"}` is a
+shorthand for name plus parent/project. Projects that items name but the file
+does not list are created. `refreshable` (default true) false means the item
+has no extract: a refresh answers 409090. `refresh_outcome.finish_code` is the
+finishCode its refresh jobs end with (0 success, 1 failed with `notes`,
+2 cancelled). Unknown keys are an error.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+ItemKind = Literal["workbook", "datasource"]
+Kind = Literal["project", "workbook", "datasource"]
+KINDS: tuple[ItemKind, ...] = ("workbook", "datasource")
+
+DEFAULT_PROJECT = "Default"
+_DEFAULT_DESCRIPTION = "The default project that was automatically created by Tableau."
+_LEDGER_NOTES = (
+    "com.tableausoftware.nativeapi.exceptions.DataSourceException: "
+    "[Microsoft][ODBC Driver 17 for SQL Server][SQL Server]Login failed for user "
+    "'svc_tableau'.\nUnable to connect to the server \"ledger-db.internal\". "
+    "Check that the server is running and that you have access privileges to the "
+    "requested database."
+)
+
+
+def stable_luid(kind: Kind, path: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"dbt-tableau-relay/emulator/{kind}/{path}"))
+
+
+def split_path(path: str) -> tuple[str, str]:
+    """("Finance/Regional", "EMEA Revenue") from "Finance/Regional/EMEA Revenue"."""
+    parts = [p for p in path.strip("/").split("/") if p]
+    if not parts:
+        raise ValueError(f"empty path: {path!r}")
+    return "/".join(parts[:-1]), parts[-1]
+
+
+@dataclass
+class RefreshOutcome:
+    """How an item's refresh jobs end: finishCode and, for failures, notes."""
+
+    finish_code: int = 0
+    notes: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.finish_code not in (0, 1, 2):
+            raise ValueError("finish_code must be 0 (success), 1 (failed) or 2 (cancelled)")
+
+
+@dataclass
+class Project:
+    luid: str
+    name: str
+    path: str
+    parent_luid: str | None
+    description: str = ""
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class Item:
+    """A workbook or a published data source."""
+
+    kind: ItemKind
+    luid: str
+    name: str
+    project: Project
+    content_url: str
+    number: int
+    refreshable: bool = True
+    outcome: RefreshOutcome = field(default_factory=RefreshOutcome)
+    connection_type: str = "snowflake"
+    created_at: float = field(default_factory=time.time)
+
+    @property
+    def path(self) -> str:
+        return f"{self.project.path}/{self.name}"
+
+
+class Content:
+    """Projects and items of one site, in creation order. Not locked: callers lock."""
+
+    def __init__(self) -> None:
+        self.projects: dict[str, Project] = {}
+        self.items: dict[str, Item] = {}
+        self._project_paths: dict[str, Project] = {}
+        self._item_paths: dict[tuple[ItemKind, str], Item] = {}
+        self._content_urls: set[tuple[ItemKind, str]] = set()
+
+    def add_project(self, path: str, *, luid: str | None = None, description: str = "") -> Project:
+        """The project at `path`, created with its ancestors if missing."""
+        parent_path, name = split_path(path)
+        full = f"{parent_path}/{name}" if parent_path else name
+        if full in self._project_paths:
+            return self._project_paths[full]
+        parent = self.add_project(parent_path) if parent_path else None
+        project = Project(
+            luid or stable_luid("project", full),
+            name,
+            full,
+            parent.luid if parent else None,
+            description or (_DEFAULT_DESCRIPTION if full == DEFAULT_PROJECT else ""),
+        )
+        self.projects[project.luid] = project
+        self._project_paths[full] = project
+        return project
+
+    def add_item(
+        self,
+        kind: ItemKind,
+        path: str,
+        *,
+        luid: str | None = None,
+        refreshable: bool = True,
+        outcome: RefreshOutcome | None = None,
+        connection_type: str | None = None,
+    ) -> Item:
+        project_path, name = split_path(path)
+        project = self.add_project(project_path or DEFAULT_PROJECT)
+        full = f"{project.path}/{name}"
+        if (kind, full) in self._item_paths:
+            raise ValueError(f"{kind} {full!r} already exists")
+        item_luid = luid or stable_luid(kind, full)
+        item = Item(
+            kind,
+            item_luid,
+            name,
+            project,
+            self._unique_content_url(kind, name, item_luid),
+            len(self.items) + 1,
+            refreshable,
+            outcome or RefreshOutcome(),
+            connection_type or "snowflake",
+        )
+        self.items[item.luid] = item
+        self._item_paths[(kind, full)] = item
+        return item
+
+    def luid(self, kind: Kind, path: str) -> str:
+        parent, name = split_path(path)
+        full = f"{parent}/{name}" if parent else name
+        found = (
+            self._project_paths.get(full)
+            if kind == "project"
+            else self._item_paths.get((kind, full))
+        )
+        if found is None:
+            raise KeyError(f"no {kind} at {path!r}")
+        return found.luid
+
+    def item(self, kind: ItemKind, luid: str) -> Item | None:
+        found = self.items.get(luid)
+        return found if found is not None and found.kind == kind else None
+
+    def of_kind(self, kind: ItemKind) -> list[Item]:
+        return [i for i in self.items.values() if i.kind == kind]
+
+    def to_state(self) -> dict[str, Any]:
+        """The state-file form of this content (LUIDs included)."""
+        projects = [_project_state(p) for p in self.projects.values()]
+        return {"projects": projects} | {
+            f"{kind}s": [_item_state(i) for i in self.of_kind(kind)] for kind in KINDS
+        }
+
+    def load(self, state: Mapping[str, Any]) -> None:
+        """Merge state-file content in; a malformed entry raises ValueError."""
+        _check_keys(state, {"projects", "workbooks", "datasources"}, "state")
+        for entry in _entries(state, "projects"):
+            _check_keys(entry, {"name", "parent", "path", "luid", "description"}, "project")
+            path = _entry_path(entry, "parent")
+            self.add_project(path, luid=entry.get("luid"), description=entry.get("description", ""))
+        for kind in KINDS:
+            for entry in _entries(state, f"{kind}s"):
+                self._load_item(kind, entry)
+
+    def _load_item(self, kind: ItemKind, entry: Mapping[str, Any]) -> None:
+        allowed = {"name", "project", "path", "luid", "refreshable", "refresh_outcome"}
+        _check_keys(entry, allowed | {"connection_type"}, kind)
+        raw = entry.get("refresh_outcome") or {}
+        _check_keys(raw, {"finish_code", "notes"}, "refresh_outcome")
+        self.add_item(
+            kind,
+            _entry_path(entry, "project"),
+            luid=entry.get("luid"),
+            refreshable=bool(entry.get("refreshable", True)),
+            outcome=RefreshOutcome(int(raw.get("finish_code", 0)), raw.get("notes")),
+            connection_type=entry.get("connection_type"),
+        )
+
+    def _unique_content_url(self, kind: ItemKind, name: str, luid: str) -> str:
+        # Tableau strips what URLs cannot hold and suffixes a number on a clash.
+        base = re.sub(r"[^A-Za-z0-9_-]", "", name) or kind
+        url = base if (kind, base) not in self._content_urls else f"{base}_{int(luid[:8], 16)}"
+        self._content_urls.add((kind, url))
+        return url
+
+
+def demo_content() -> Content:
+    """The demo site: nested projects, a shared workbook name, a live and a failing source."""
+    content = Content()
+    for path in (DEFAULT_PROJECT, "Sales", "Finance", "Finance/Regional", "Marketing"):
+        content.add_project(path)
+    for path in (
+        "Sales/Executive Overview",
+        "Finance/Executive Overview",
+        "Finance/Regional/EMEA Revenue",
+        "Marketing/Campaign Performance",
+        "Sales/Pipeline Health",
+    ):
+        content.add_item("workbook", path)
+    content.add_item("datasource", "Finance/Revenue")
+    content.add_item("datasource", "Sales/Orders")
+    content.add_item(
+        "datasource", "Sales/Live Inventory", refreshable=False, connection_type="postgres"
+    )
+    content.add_item(
+        "datasource",
+        "Finance/Legacy Ledger",
+        outcome=RefreshOutcome(1, _LEDGER_NOTES),
+        connection_type="sqlserver",
+    )
+    return content
+
+
+def content_from_state(state: Mapping[str, Any]) -> Content:
+    content = Content()
+    content.add_project(DEFAULT_PROJECT)  # every Tableau site has one
+    content.load(state)
+    return content
+
+
+def _project_state(project: Project) -> dict[str, Any]:
+    parent, name = split_path(project.path)
+    entry: dict[str, Any] = {"name": name}
+    if parent:
+        entry["parent"] = parent
+    entry["luid"] = project.luid
+    if project.description:
+        entry["description"] = project.description
+    return entry
+
+
+def _item_state(item: Item) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": item.name, "project": item.project.path, "luid": item.luid}
+    if not item.refreshable:
+        entry["refreshable"] = False
+    if item.outcome != RefreshOutcome():
+        entry["refresh_outcome"] = {
+            "finish_code": item.outcome.finish_code,
+            "notes": item.outcome.notes,
+        }
+    if item.kind == "datasource":
+        entry["connection_type"] = item.connection_type
+    return entry
+
+
+def _entries(state: Mapping[str, Any], key: str) -> Iterable[Mapping[str, Any]]:
+    entries = state.get(key) or []
+    if not isinstance(entries, list) or not all(isinstance(e, Mapping) for e in entries):
+        raise ValueError(f"{key} must be a list of objects")
+    return entries
+
+
+def _entry_path(entry: Mapping[str, Any], parent_key: str) -> str:
+    if "path" in entry:
+        return str(entry["path"])
+    if "name" not in entry:
+        raise ValueError(f"an entry needs a name or a path: {dict(entry)}")
+    parent = entry.get(parent_key)
+    return f"{parent}/{entry['name']}" if parent else str(entry["name"])
+
+
+def _check_keys(entry: Any, allowed: set[str], what: str) -> None:
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"{what} must be a JSON object")
+    if unknown := sorted(set(entry) - allowed):
+        raise ValueError(f"{what}: unknown key(s) {', '.join(unknown)}")

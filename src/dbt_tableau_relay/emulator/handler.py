@@ -1,0 +1,192 @@
+"""HTTP plumbing: a keep-alive HTTP/1.1 server, faults, the request log.
+
+Each /api/ call gets its latency and fault first; then `api.dispatch` answers
+it; then it is recorded (method, path, query, status, whether a token came,
+never the token). /_emulator/ calls go to `control` and bypass all of that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import threading
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from dbt_tableau_relay.emulator import api
+from dbt_tableau_relay.emulator.control import control
+from dbt_tableau_relay.emulator.faults import Fault, Faults
+from dbt_tableau_relay.emulator.protocol import ApiError, Request
+from dbt_tableau_relay.emulator.render import HTML_TYPE, error_body, html_429, render
+from dbt_tableau_relay.emulator.state import SiteState, record
+
+logger = logging.getLogger("dbt_tableau_relay.emulator")
+
+# status, body, headers (Content-Type included)
+Answer = tuple[int, bytes, dict[str, str]]
+
+
+class EmulatorHTTPServer(ThreadingHTTPServer):
+    """Serves one `SiteState`; remembers its open connections so `stop` can end them."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], state: SiteState, faults: Faults) -> None:
+        super().__init__(address, _Handler)
+        self.state = state
+        self.faults = faults
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def track(self, conn: socket.socket, open_: bool) -> None:
+        with self._connections_lock:
+            (self._connections.add if open_ else self._connections.discard)(conn)
+
+    def close_connections(self) -> None:
+        """End keep-alive connections, whose threads would otherwise go on serving."""
+        with self._connections_lock:
+            for conn in list(self._connections):
+                _shut(conn)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "Tableau"
+    sys_version = ""
+    timeout = 60  # an idle keep-alive connection ends after this many seconds
+    disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms stalls
+    server: EmulatorHTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection, True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.track(self.connection, False)
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def do_PUT(self) -> None:
+        self._handle()
+
+    def do_DELETE(self) -> None:
+        self._handle()
+
+    def do_PATCH(self) -> None:
+        self._handle()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("emulator.http " + format, *args)
+
+    def _handle(self) -> None:
+        url = urlsplit(self.path)
+        query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        body = self._read_body()
+        if url.path.startswith("/_emulator/"):
+            status, payload = control(
+                self.server.state, self.server.faults, self.command, url.path, body
+            )
+            self._send(status, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+        elif url.path.lower().startswith("/api/"):
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            self._api(Request(self.command, url.path, query, headers, body))
+        else:
+            self._send(
+                404,
+                b"<html><body><h1>404 Not Found</h1></body></html>",
+                {"Content-Type": HTML_TYPE},
+            )
+
+    def _api(self, req: Request) -> None:
+        faults, state = self.server.faults, self.server.state
+        if faults.latency > 0:
+            time.sleep(faults.latency)
+        fault = faults.take()
+        if fault is not None and not fault.processed:
+            answer = _fault_answer(fault, req)
+        else:
+            answer = _answer(state, req)
+            if fault is not None:
+                answer = _fault_answer(fault, req)
+        state.log(record(req.method, req.path, req.query, answer[0], req.token is not None))
+        if answer[0] == 0:
+            self._drop()
+        else:
+            self._send(*answer)
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunks()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _read_chunks(self) -> bytes:
+        parts = []
+        while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+            parts.append(self.rfile.read(size))
+            self.rfile.readline()
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+            pass  # trailers
+        return b"".join(parts)
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        if status != 204:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if status != 204:
+            self.wfile.write(body)
+
+    def _drop(self) -> None:
+        """Close the socket without a word, as a crashed proxy would."""
+        self.close_connection = True
+        _shut(self.connection)
+
+
+def _answer(state: SiteState, req: Request) -> Answer:
+    try:
+        reply = api.dispatch(state, req)
+    except ApiError as exc:
+        body, ctype = error_body(exc.code, exc.summary, exc.detail, req.wants_json)
+        return exc.status, body, {"Content-Type": ctype}
+    except Exception:
+        logger.exception("emulator.internal_error path=%s", req.path)
+        body, ctype = error_body(
+            "500000", "Internal Server Error", "An unexpected error occurred.", req.wants_json
+        )
+        return 500, body, {"Content-Type": ctype}
+    if reply.status == 204 or (not reply.elements and reply.status == 200):
+        return reply.status, b"", dict(reply.headers)
+    body, ctype = render(reply.elements, req.wants_json)
+    return reply.status, body, {"Content-Type": ctype, **reply.headers}
+
+
+def _fault_answer(fault: Fault, req: Request) -> Answer:
+    if fault.kind == "drop":
+        return 0, b"", {}
+    if fault.kind == "rate_limit":
+        headers = {"Content-Type": HTML_TYPE, "Retry-After": f"{fault.retry_after:g}"}
+        return 429, html_429(fault.retry_after), headers
+    phrase = HTTPStatus(fault.status).phrase
+    detail = "The server is temporarily unable to handle the request. Try again later."
+    body, ctype = error_body(f"{fault.status}000", phrase, detail, req.wants_json)
+    return fault.status, body, {"Content-Type": ctype}
+
+
+def _shut(conn: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed by the peer
+        conn.shutdown(socket.SHUT_RDWR)

@@ -1,0 +1,131 @@
+"""Tableau's list query parameters: `filter`, `sort`, `pageSize`, `pageNumber`.
+
+Filter syntax: `field:operator:value` clauses joined by commas, e.g.
+`name:eq:Executive Overview,projectName:eq:Sales`. Operators: `eq` (a `*`
+in the value is a wildcard: starts-with, ends-with, contains) and `in`
+(`name:in:[A,B]`). A clause splits at its first two colons, so a value may
+hold colons. A comma always ends a clause, as on Tableau; a value that must
+hold one can send it percent-escaped a second time (`%252C` on the wire,
+`%2C` after the query string is decoded). Sort: `name:asc` / `name:desc`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import unquote
+
+from dbt_tableau_relay.emulator.protocol import ApiError
+from dbt_tableau_relay.emulator.render import El, el
+
+T = TypeVar("T")
+Getter = Callable[[T], str]
+
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class Clause:
+    field: str
+    operator: str
+    values: tuple[str, ...]
+
+    def accepts(self, actual: str) -> bool:
+        return any(_match(pattern, actual) for pattern in self.values)
+
+
+def parse_filter(text: str, fields: Sequence[str]) -> list[Clause]:
+    clauses = [_parse_clause(raw) for raw in _split_clauses(text) if raw]
+    for clause in clauses:
+        if clause.field not in fields:
+            raise ApiError(
+                400,
+                "400065",
+                "Bad Request",
+                "The filter query contains a key which is not recognized for this api version.",
+            )
+    return clauses
+
+
+def select(items: Sequence[T], query: dict[str, str], getters: dict[str, Getter[T]]) -> list[T]:
+    """The items that pass the `filter` parameter, in `sort` order."""
+    clauses = parse_filter(query.get("filter", ""), list(getters))
+    chosen = [i for i in items if all(c.accepts(getters[c.field](i)) for c in clauses)]
+    sort = query.get("sort", "")
+    if sort.startswith("name:"):
+        chosen.sort(key=getters["name"], reverse=sort.endswith(":desc"))
+    return chosen
+
+
+def paginate(items: Sequence[T], query: dict[str, str]) -> tuple[Sequence[T], El]:
+    """One page of `items` and its `<pagination>` element; Tableau's 400/403 errors."""
+    size = _positive_int(query.get("pageSize", str(DEFAULT_PAGE_SIZE)), "400007", "page size")
+    if size > MAX_PAGE_SIZE:
+        raise ApiError(
+            403,
+            "403014",
+            "Page size limit exceeded",
+            f"The page size parameter exceeds the system-wide upper limit of {MAX_PAGE_SIZE}.",
+        )
+    number = _positive_int(query.get("pageNumber", "1"), "400006", "page number")
+    if items and (number - 1) * size >= len(items):
+        raise ApiError(
+            400,
+            "400006",
+            "Bad Request",
+            "The page number is greater than the final page number at the requested page size.",
+        )
+    page = items[(number - 1) * size : number * size]
+    pagination = el(
+        "pagination", pageNumber=str(number), pageSize=str(size), totalAvailable=str(len(items))
+    )
+    return page, pagination
+
+
+def _split_clauses(text: str) -> list[str]:
+    # Commas separate clauses, except inside the brackets of an `in` list.
+    return [part.strip() for part in re.split(r",(?![^\[]*\])", text)]
+
+
+def _parse_clause(raw: str) -> Clause:
+    parts = raw.split(":", 2)
+    if len(parts) != 3:
+        raise ApiError(
+            400, "400000", "Bad Request", f"The filter clause '{raw}' is not field:operator:value."
+        )
+    field, operator, value = parts
+    if operator == "eq":
+        return Clause(field, operator, (unquote(value),))
+    if operator == "in" and value.startswith("[") and value.endswith("]"):
+        return Clause(field, operator, tuple(unquote(v) for v in value[1:-1].split(",")))
+    raise ApiError(
+        400,
+        "400065",
+        "Bad Request",
+        f"The filter query contains an operator '{operator}' which is not supported.",
+    )
+
+
+def _match(pattern: str, actual: str) -> bool:
+    if "*" not in pattern:
+        return pattern == actual
+    regex = ".*".join(re.escape(part) for part in pattern.split("*"))
+    return re.fullmatch(regex, actual, re.DOTALL) is not None
+
+
+def _positive_int(raw: str, code: str, what: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ApiError(
+            400,
+            code,
+            "Bad Request",
+            f"The {what} parameter is not an integer, or is less than one.",
+        )
+    return value
