@@ -51,8 +51,8 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # TSC's own debug lines carry response bodies; the relay logs what matters.
-    logging.getLogger("TSC").setLevel(max(logging.WARNING, root.level))
+    # TSC logs response bodies (debug) and 409093 (warning); the relay logs what matters.
+    logging.getLogger("TSC").setLevel(max(logging.ERROR, root.level))
 
 
 def _text(value: Any) -> str:

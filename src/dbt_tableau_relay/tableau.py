@@ -146,7 +146,7 @@ def translate(exc: BaseException) -> TableauError:
     """Map a TSC or requests error to the project's own; the boundary of this module."""
     if isinstance(exc, TableauError):
         return exc
-    if isinstance(exc, tsc_errors.ServerResponseError):  # FailedSignInError included
+    if isinstance(exc, tsc_errors.XMLError):  # ServerResponseError, FailedSignInError
         return classify(None, exc.code or None, exc.summary or "", exc.detail or "")
     if isinstance(exc, tsc_errors.InternalServerError):
         return classify(int(exc.code), None, "internal server error")
@@ -345,9 +345,11 @@ class TableauClient:
         return [Project(p.id, p.name, p.parent_id) for p in raw]
 
     def items(self, kind: ItemKind, name: str | None = None) -> list[Item]:
-        """Every workbook or data source of the site, or those with this name."""
+        """Every workbook or data source of the site (those named `name`, where Tableau can filter)."""
         options = _page()
-        if name is not None:
+        # Tableau's filter syntax has no escape for "," and ":" (they separate
+        # clauses and fields), so such names are matched here, on a full listing.
+        if name is not None and not set(name) & {",", ":"}:
             equals = TSC.RequestOptions.Operator.Equals
             options.filter.add(TSC.Filter("name", equals, name))  # type: ignore[no-untyped-call]
         endpoint = "workbooks" if kind == "workbook" else "datasources"
