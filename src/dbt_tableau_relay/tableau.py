@@ -345,7 +345,7 @@ class TableauClient:
         return [Project(p.id, p.name, p.parent_id) for p in raw]
 
     def items(self, kind: ItemKind, name: str | None = None) -> list[Item]:
-        """Every workbook or data source of the site (those named `name`, where Tableau can filter)."""
+        """The site's workbooks or data sources; only those named `name` if Tableau can filter."""
         options = _page()
         # Tableau's filter syntax has no escape for "," and ":" (they separate
         # clauses and fields), so such names are matched here, on a full listing.

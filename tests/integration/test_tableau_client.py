@@ -25,7 +25,7 @@ from dbt_tableau_relay.tableau import NotFoundError, TableauClient
 
 SITE = "marketing"
 PAT_NAME = "relay-pat"
-PAT_SECRET = "pat-secret-9f8e7d"  # noqa: S105 - the emulator's test credential
+PAT_SECRET = "pat-secret-9f8e7d"
 
 EXEC_OVERVIEW = Target(workbook="Sales/Executive Overview")
 LEDGER = Target(datasource="Finance/Legacy Ledger")
@@ -188,7 +188,7 @@ def test_same_name_in_two_projects_resolves_by_project(
 
 
 def test_unknown_path_names_the_candidates(client: TableauClient) -> None:
-    with pytest.raises(TargetError, match="no workbook at 'Marketing/Executive Overview'.*Finance"):
+    with pytest.raises(TargetError, match=r"no workbook at 'Marketing/Executive Overview'.*Finance"):
         client.resolve(Target(workbook="Marketing/Executive Overview"))
 
 
