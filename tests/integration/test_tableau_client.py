@@ -188,7 +188,8 @@ def test_same_name_in_two_projects_resolves_by_project(
 
 
 def test_unknown_path_names_the_candidates(client: TableauClient) -> None:
-    with pytest.raises(TargetError, match=r"no workbook at 'Marketing/Executive Overview'.*Finance"):
+    expected = r"no workbook at 'Marketing/Executive Overview'.*Finance"
+    with pytest.raises(TargetError, match=expected):
         client.resolve(Target(workbook="Marketing/Executive Overview"))
 
 
