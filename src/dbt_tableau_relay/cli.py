@@ -212,3 +212,66 @@ def emulator(
         state_file=state_file,
         job_duration=job_duration,
     )
+
+
+# -- the relay ----------------------------------------------------------------
+
+
+@main.command()
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """The webhook receiver and the refresh worker in one process."""
+    from dbt_tableau_relay.service import serve as serve_relay
+
+    settings = settings_of(ctx)
+    with reported_errors():
+        serve_relay(settings)
+
+
+@main.command()
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """A refresh worker alone (several processes share a PostgreSQL queue)."""
+    from dbt_tableau_relay.service import work
+
+    settings = settings_of(ctx)
+    with reported_errors():
+        work(settings)
+
+
+@main.command()
+@click.option("--verbose", is_flag=True, help="Show the relay's own log lines.")
+def demo(verbose: bool) -> None:
+    """A full local run: Tableau emulator, relay, signed sample events, summary."""
+    if not verbose:
+        logs.configure("WARNING")
+    from dbt_tableau_relay.demo import run_demo
+
+    sys.exit(run_demo(click.echo))
+
+
+EVENT_KINDS = ["completed", "started", "errored"]
+
+
+@main.command("send-test")
+@click.argument("url")
+@click.option(
+    "--secret", envvar="DBT_WEBHOOK_SECRET", required=True, help="[env DBT_WEBHOOK_SECRET]"
+)
+@click.option(
+    "--event", type=click.Choice(["completed", "started", "errored"]), default="completed"
+)
+@click.option("--job-id", default="123", show_default=True)
+@click.option("--run-status-code", type=int, help="e.g. 20 for a completed run that failed.")
+def send_test(url: str, secret: str, event: str, job_id: str, run_status_code: int | None) -> None:
+    """Sign and post a sample dbt Cloud event to URL; print the answer."""
+    from dbt_tableau_relay.samples import post_event, sample_event
+
+    body = sample_event(event, job_id=job_id, run_status_code=run_status_code)  # type: ignore[arg-type]
+    try:
+        answer = post_event(url, body, secret)
+    except OSError as exc:
+        fail(f"cannot post to {url}: {exc}")
+    click.echo(f"HTTP {answer.status_code}")
+    click.echo(answer.text)
+    sys.exit(0 if answer.status_code < 300 else 1)

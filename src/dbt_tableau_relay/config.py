@@ -89,7 +89,7 @@ class TableauSettings(_Strict):
     token_name: str | None = None
     token_secret: SecretStr | None = None
     connected_app: ConnectedApp | None = None
-    request_timeout: float = Field(30.0, gt=0, description="seconds for one HTTP call")
+    request_timeout: float = Field(default=30.0, gt=0, description="seconds for one HTTP call")
     verify_ssl: bool = True
 
     @model_validator(mode="after")
@@ -166,6 +166,16 @@ class Rule(_Strict):
     incremental: bool = False
 
 
+class WorkerSettings(_Strict):
+    concurrency: int = Field(default=8, ge=1, le=64, description="refreshes sent or polled at once")
+    max_attempts: int = Field(default=8, ge=1, description="sends before a job is dead-lettered")
+    lease_seconds: float = Field(
+        default=120.0, gt=0, description="a dead worker's jobs return after"
+    )
+    poll_interval: float = Field(default=1.0, gt=0, description="idle wait between looks for work")
+    follow_timeout: float = Field(default=3 * 3600.0, gt=0, description="give up following after")
+
+
 class DbtSettings(_Strict):
     webhook_secrets: tuple[SecretStr, ...] = ()
 
@@ -177,6 +187,7 @@ class Settings(_Strict):
     dbt: DbtSettings = DbtSettings()
     tableau: TableauSettings
     rules: tuple[Rule, ...] = ()
+    worker: WorkerSettings = WorkerSettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -53,6 +53,7 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(level.upper())
     # TSC logs response bodies (debug) and 409093 (warning); the relay logs what matters.
     logging.getLogger("TSC").setLevel(max(logging.ERROR, root.level))
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
 
 
 def _text(value: Any) -> str:

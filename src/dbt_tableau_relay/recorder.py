@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
@@ -95,6 +95,14 @@ class Recorder:
         self._queue: queue.Queue[_Pending | object] = queue.Queue(max_pending)
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._listeners: list[Callable[[], None]] = []
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (on the writer thread) after each batch that queued refreshes.
+
+        The worker listens, so a new job is sent at once rather than at its next poll.
+        """
+        self._listeners.append(callback)
 
     @property
     def running(self) -> bool:
@@ -164,6 +172,9 @@ class Recorder:
         BATCH_SIZE.observe(len(batch))
         BATCH_SECONDS.observe(time.perf_counter() - started)
         _settle(batch, results)
+        if any(isinstance(r, Recorded) and r.job_ids for r in results):
+            for callback in self._listeners:
+                callback()
 
     def _fail_leftovers(self) -> None:
         """Submissions that raced `stop()` get an error rather than waiting forever."""

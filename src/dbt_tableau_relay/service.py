@@ -1,0 +1,117 @@
+"""The relay as it runs: the app with its worker (`serve`), or a worker alone (`worker`)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from dbt_tableau_relay.app import create_app
+from dbt_tableau_relay.config import Settings
+from dbt_tableau_relay.errors import ConfigError
+from dbt_tableau_relay.store import Store
+from dbt_tableau_relay.tableau import TableauClient
+from dbt_tableau_relay.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+def relay_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
+    """The webhook receiver with the refresh worker beside it, in one process."""
+    return create_app(settings, store=store, background=[refresh_worker])
+
+
+@asynccontextmanager
+async def refresh_worker(app: FastAPI) -> AsyncIterator[Worker]:
+    """Runs the worker while the app serves; it shares the app's store."""
+    settings: Settings = app.state.settings
+    with running_worker(settings, app.state.store) as worker:
+        app.state.worker = worker
+        app.state.recorder.add_listener(worker.wake)
+        yield worker
+
+
+@contextmanager
+def running_worker(settings: Settings, store: Store) -> Iterator[Worker]:
+    client = TableauClient(settings.tableau)
+    worker = Worker(store, client, settings.worker)
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        client.close()  # signs out: the PAT's session ends with the process
+
+
+def listen_address(settings: Settings) -> tuple[str, int]:
+    host, _, port = settings.listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"listen: {settings.listen!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def serve(settings: Settings) -> None:
+    """`dbt-tableau-relay serve`: until SIGTERM or Ctrl-C."""
+    if not any(s.get_secret_value() for s in settings.dbt.webhook_secrets):
+        raise ConfigError("dbt.webhook_secrets: give at least one, or every delivery is refused")
+    host, port = listen_address(settings)
+    uvicorn.run(
+        relay_app(settings),
+        host=host,
+        port=port,
+        log_config=None,  # keep the relay's own logging
+        access_log=False,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=30,
+    )
+
+
+def work(settings: Settings) -> None:
+    """`dbt-tableau-relay worker`: a worker alone, until SIGTERM or Ctrl-C."""
+    store = Store(settings.database_url)
+    store.migrate()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with running_worker(settings, store):
+        stop.wait()
+    store.dispose()
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    url: str
+    server: uvicorn.Server
+
+
+@contextmanager
+def serve_in_thread(app: Any, *, startup_timeout: float = 15.0) -> Iterator[RunningServer]:
+    """Serve an ASGI app on a free 127.0.0.1 port in a thread (demo, tests, benchmarks)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the relay did not start (see its log)")
+            time.sleep(0.01)
+        yield RunningServer(f"http://127.0.0.1:{port}", server)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
