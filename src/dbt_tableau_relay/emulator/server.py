@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -72,9 +73,9 @@ class Emulator:
     def start(self, port: int = 0, host: str = "127.0.0.1") -> str:
         """Listen on host:port (0: a free port) in a background thread; the base URL."""
         server = self._bind(port, host)
-        self._thread = threading.Thread(
-            target=server.serve_forever, name="tableau-emulator", daemon=True
-        )
+        # A short poll interval keeps stop() quick: shutdown waits for the next poll.
+        serve = functools.partial(server.serve_forever, poll_interval=0.05)
+        self._thread = threading.Thread(target=serve, name="tableau-emulator", daemon=True)
         self._thread.start()
         return self.url
 
