@@ -938,7 +938,9 @@ def test_run_emulator_serves_until_interrupted(tmp_path: Path) -> None:
         proc.send_signal(2)  # SIGINT, as Ctrl-C
         assert proc.wait(timeout=10) == 0
     finally:
-        proc.kill()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
         if proc.stdout:
             proc.stdout.close()
 

@@ -210,11 +210,14 @@ class Content:
         _check_keys(entry, allowed | {"connection_type"}, kind)
         raw = entry.get("refresh_outcome") or {}
         _check_keys(raw, {"finish_code", "notes"}, "refresh_outcome")
+        refreshable = entry.get("refreshable", True)
+        if not isinstance(refreshable, bool):
+            raise ValueError(f"{kind}: refreshable must be true or false")
         self.add_item(
             kind,
             _entry_path(entry, "project"),
             luid=entry.get("luid"),
-            refreshable=bool(entry.get("refreshable", True)),
+            refreshable=refreshable,
             outcome=RefreshOutcome(int(raw.get("finish_code", 0)), raw.get("notes")),
             connection_type=entry.get("connection_type"),
         )

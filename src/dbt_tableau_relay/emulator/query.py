@@ -55,7 +55,7 @@ def select(items: Sequence[T], query: dict[str, str], getters: dict[str, Getter[
     clauses = parse_filter(query.get("filter", ""), list(getters))
     chosen = [i for i in items if all(c.accepts(getters[c.field](i)) for c in clauses)]
     sort = query.get("sort", "")
-    if sort.startswith("name:"):
+    if sort.startswith("name:") and "name" in getters:
         chosen.sort(key=getters["name"], reverse=sort.endswith(":desc"))
     return chosen
 
