@@ -169,9 +169,10 @@ class Rule(_Strict):
 class WorkerSettings(_Strict):
     concurrency: int = Field(default=8, ge=1, le=64, description="refreshes sent or polled at once")
     max_attempts: int = Field(default=8, ge=1, description="sends before a job is dead-lettered")
-    lease_seconds: float = Field(
-        default=120.0, gt=0, description="a dead worker's jobs return after"
-    )
+    retry_base_seconds: float = Field(default=2.0, gt=0, description="first backoff ceiling")
+    retry_max_seconds: float = Field(default=300.0, gt=0, description="longest backoff")
+    busy_retry_seconds: float = Field(default=20.0, gt=0, description="re-send after a 409093")
+    lease_seconds: float = Field(default=120.0, gt=0, description="lease on a claimed job")
     poll_interval: float = Field(default=1.0, gt=0, description="idle wait between looks for work")
     follow_timeout: float = Field(default=3 * 3600.0, gt=0, description="give up following after")
 

@@ -50,7 +50,12 @@ class Worker:
         self.queue = RefreshQueue(
             store, worker_id or default_worker_id(), self.settings.lease_seconds
         )
-        self.policy = RetryPolicy(max_attempts=self.settings.max_attempts)
+        self.policy = RetryPolicy(
+            max_attempts=self.settings.max_attempts,
+            base_delay=self.settings.retry_base_seconds,
+            max_delay=self.settings.retry_max_seconds,
+            busy_delay=self.settings.busy_retry_seconds,
+        )
         self._pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="refresh")
         self._slots = threading.Semaphore(self.settings.concurrency)
         self._wake = threading.Event()
