@@ -342,3 +342,22 @@ def test_no_secret_or_token_reaches_the_logs(
         token = client.call(lambda server: server.auth_token)
     assert PAT_SECRET not in caplog.text
     assert token not in caplog.text
+
+
+def test_a_republished_item_is_resolved_again_once(emu: Emulator, client: TableauClient) -> None:
+    """A cached LUID that answers 404 (deleted and published again) is looked up once more."""
+    old = client.resolve(EXEC_OVERVIEW).luid
+    new = emu.republish("workbook", "Sales/Executive Overview")
+    item, job = client.refresh(EXEC_OVERVIEW)
+    assert (item.luid, old != new) == (new, True)
+    assert [r.status for r in emu.refresh_posts()] == [404, 202]
+    assert client.wait(job.id, timeout=30).succeeded
+
+
+def test_a_luid_target_that_answers_404_is_not_found(emu: Emulator, client: TableauClient) -> None:
+    luid = emu.luid("workbook", "Sales/Pipeline Health")
+    target = Target(workbook_id=luid)
+    client.resolve(target)
+    emu.republish("workbook", "Sales/Pipeline Health")
+    with pytest.raises(NotFoundError):
+        client.refresh(target)

@@ -30,7 +30,7 @@ def test_env_var_default_and_partial_interpolation() -> None:
 
 
 def test_env_var_with_double_quotes_and_spaces() -> None:
-    text = BASE + "listen: '{{env_var(\"LISTEN\" , \"0.0.0.0:9000\")}}'\n"
+    text = BASE + 'listen: \'{{env_var("LISTEN" , "0.0.0.0:9000")}}\'\n'
     assert parse_settings(text, ENV).listen == "0.0.0.0:9000"
 
 
@@ -45,7 +45,9 @@ def test_empty_admin_token_means_none() -> None:
 
 
 def test_bare_on_key_is_the_string_on_not_true() -> None:
-    text = BASE + """
+    text = (
+        BASE
+        + """
 rules:
   - name: sales
     on:
@@ -54,6 +56,7 @@ rules:
     refresh:
       - workbook: Sales/Executive Overview
 """
+    )
     rule = parse_settings(text, ENV).rules[0]
     assert rule.on.job_id == frozenset({"123", "456"})
     assert rule.on.status == "any"
@@ -80,7 +83,8 @@ def test_yes_and_no_stay_strings() -> None:
         ("rules:\n  - name: a\n    on: {status: maybe}\n    refresh: [{workbook: A}]\n", "status"),
         ("rules:\n  - name: a\n    on: {job_id: []}\n    refresh: [{workbook: A}]\n", "job_id"),
         (
-            "rules:\n  - {name: a, refresh: [{workbook: A}]}\n  - {name: a, refresh: [{workbook: B}]}\n",
+            "rules:\n  - {name: a, refresh: [{workbook: A}]}\n"
+            "  - {name: a, refresh: [{workbook: B}]}\n",
             "rule names must be unique: a",
         ),
     ],

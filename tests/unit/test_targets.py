@@ -83,7 +83,7 @@ def test_wrong_project_names_the_candidates() -> None:
 
 
 def test_a_name_that_matches_nothing() -> None:
-    with pytest.raises(TargetError, match="no datasource at 'Finance/Nope'$"):
+    with pytest.raises(TargetError, match=r"no datasource at 'Finance/Nope'$"):
         pick("datasource", "Finance/Nope", [])
 
 

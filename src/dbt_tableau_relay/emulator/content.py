@@ -168,6 +168,19 @@ class Content:
         self._item_paths[(kind, full)] = item
         return item
 
+    def republish(self, kind: ItemKind, path: str, luid: str) -> Item:
+        """Replace the item at `path` by a new one with another LUID, as a re-publish does."""
+        old = self.items.pop(self.luid(kind, path))
+        del self._item_paths[(kind, f"{old.project.path}/{old.name}")]
+        return self.add_item(
+            kind,
+            path,
+            luid=luid,
+            refreshable=old.refreshable,
+            outcome=old.outcome,
+            connection_type=old.connection_type,
+        )
+
     def luid(self, kind: Kind, path: str) -> str:
         parent, name = split_path(path)
         full = f"{parent}/{name}" if parent else name

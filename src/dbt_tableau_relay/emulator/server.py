@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -140,6 +141,11 @@ class Emulator:
         return self._add(
             "datasource", path, refreshable=refreshable, luid=luid, connection_type=connection_type
         )
+
+    def republish(self, kind: ItemKind, path: str) -> str:
+        """Delete and publish the item again: same path, a new LUID (old one answers 404)."""
+        with self._state.lock:
+            return self._state.content.republish(kind, path, str(uuid.uuid4())).luid
 
     def set_refresh_outcome(
         self, luid: str, finish_code: int = 1, notes: str | None = None
