@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from dbt_tableau_relay.config import Rule, RuleMatch, Target
@@ -29,10 +29,10 @@ class PlannedRefresh:
     rule_name: str
     wait: bool
     incremental: bool
+    key: str = field(init=False, repr=False, compare=False)  # target.key, computed once
 
-    @property
-    def key(self) -> str:
-        return self.target.key
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", self.target.key)
 
 
 def match(rules: Iterable[Rule], event: DbtEvent) -> tuple[PlannedRefresh, ...]:

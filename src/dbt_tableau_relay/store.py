@@ -288,6 +288,12 @@ class Store:
         with factory() as session, session.begin():
             yield session
 
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A Core connection in one write transaction (the recorder's hot path)."""
+        with self.engine.begin() as conn:
+            yield conn
+
     def ping(self) -> None:
         """Raise if the database does not answer."""
         with self.session(readonly=True) as session:

@@ -68,8 +68,8 @@ def count(store: Store, model: Any, *where: Any) -> int:
 
 
 def write(store: Store, *subs: Submission, now: datetime = T0) -> list[Any]:
-    with store.session() as session:
-        return write_batch(session, subs, now)
+    with store.transaction() as conn:
+        return write_batch(conn, subs, now)
 
 
 # --- schema and durability settings -------------------------------------------
