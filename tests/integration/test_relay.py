@@ -80,10 +80,10 @@ def wait_until(condition: Callable[[], object], timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def relay_settings(tableau_url: str, folder: Path, **worker: object) -> Settings:
+def relay_settings(tableau_url: str, database_url: str, **worker: object) -> Settings:
     return Settings.model_validate(
         {
-            "database_url": f"sqlite:///{folder / 'relay.db'}",
+            "database_url": database_url,
             "dbt": {"webhook_secrets": [SECRET]},
             "tableau": {
                 "server_url": tableau_url,
@@ -108,7 +108,7 @@ def relay_settings(tableau_url: str, folder: Path, **worker: object) -> Settings
 def relay_factory(tmp_path: Path) -> Iterator[Callable[..., Relay]]:
     stack: list[Any] = []
 
-    def start(job_duration: float = 0.3, **worker: object) -> Relay:
+    def start(job_duration: float = 0.3, database_url: str = "", **worker: object) -> Relay:
         tableau = Emulator(
             site="marketing",
             pat_name=PAT_NAME,
@@ -118,7 +118,8 @@ def relay_factory(tmp_path: Path) -> Iterator[Callable[..., Relay]]:
         )
         tableau.start()
         stack.append(tableau)
-        settings = relay_settings(tableau.url, tmp_path, **worker)
+        database_url = database_url or f"sqlite:///{tmp_path / 'relay.db'}"
+        settings = relay_settings(tableau.url, database_url, **worker)
         server = serve_in_thread(relay_app(settings))
         running = server.__enter__()
         stack.append(server)
@@ -277,3 +278,25 @@ def _refresh_as_someone_else(tableau: Emulator, luid: str) -> str:
     server = TSC.Server(tableau.url, use_server_version=True)
     server.auth.sign_in(TSC.TableauAuth(*ADMIN, site_id="marketing"))
     return str(server.workbooks.refresh(luid).id)
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_run_is_refreshed(
+    relay_factory: Callable[..., Relay], postgres_url: str
+) -> None:
+    relay = relay_factory(database_url=postgres_url)
+    assert relay.post(sample_event("completed", job_id=202))["http"] == 202
+    jobs = relay.settled_jobs()
+    assert [j.state for j in jobs] == ["succeeded", "succeeded"]
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_burst_makes_at_most_two_refreshes(
+    relay_factory: Callable[..., Relay], postgres_url: str
+) -> None:
+    relay = relay_factory(job_duration=0.5, database_url=postgres_url)
+    bodies = [sample_event("completed", job_id=101, run_id=n) for n in range(40)]
+    with ThreadPoolExecutor(10) as pool:
+        assert all(a["http"] == 202 for a in pool.map(relay.post, bodies))
+    relay.settled_jobs()
+    assert len([r for r in relay.tableau.refresh_posts() if r.status == 202]) <= 2
