@@ -229,15 +229,14 @@ def write_batch(
 ) -> list[Recorded]:
     """Write a batch in the caller's transaction; one `Recorded` per submission, in order."""
     now = now or utcnow()
-    sql = _statements(conn.dialect.name)
     plan = _plan(submissions)
-    pks = _insert_events(conn, sql, plan.rows)
-    jobs = _upsert_jobs(conn, sql, submissions, pks, now)
+    pks = _insert_events(conn, plan.rows)
+    jobs = _upsert_jobs(conn, submissions, pks, now)
     links = [
-        [jobs[p.key], pk] for i, pk in pks.items() if pk is not None for p in submissions[i].planned
+        (jobs[p.key], pk) for i, pk in pks.items() if pk is not None for p in submissions[i].planned
     ]
     if links:
-        conn.execute(sql.insert_links, {"rows": json.dumps(links)})
+        _insert_links(conn, links)
     return [_result(submissions[i], r, pks.get(i), jobs) for i, r in enumerate(plan.results)]
 
 
@@ -278,28 +277,20 @@ def storable(value: str) -> str:
     return value.encode("utf-8", errors="replace").decode("utf-8").replace("\x00", "\ufffd")
 
 
-def _insert_events(
-    conn: Connection, sql: _Statements, rows: dict[int, dict[str, Any]]
-) -> dict[int, int | None]:
+def _insert_events(conn: Connection, rows: dict[int, dict[str, Any]]) -> dict[int, int | None]:
     """Insert; map batch index -> new pk, or None for an event id already stored."""
     pks: dict[int, int | None] = {}
     dbt = {i: row for i, row in rows.items() if row["event_id"] is not None}
     if dbt:
-        encoded = json.dumps(
-            [row | {"received_at": sql.time(row["received_at"])} for row in dbt.values()]
-        )
-        by_event_id = {
-            event_id: pk for pk, event_id in conn.execute(sql.insert_events, {"rows": encoded})
-        }
+        by_event_id = _insert_dbt_events(conn, list(dbt.values()))
         pks.update({i: by_event_id.get(row["event_id"]) for i, row in dbt.items()})
     for i in rows.keys() - dbt.keys():  # invalid bodies have no event id to match on: rare
-        pks[i] = conn.execute(sql.insert_invalid, rows[i]).scalar_one()
+        pks[i] = conn.execute(_INSERT_ONE_EVENT, rows[i]).scalar_one()
     return pks
 
 
 def _upsert_jobs(
     conn: Connection,
-    sql: _Statements,
     submissions: Sequence[Submission],
     pks: dict[int, int | None],
     now: datetime,
@@ -319,7 +310,8 @@ def _upsert_jobs(
     if not wanted:
         return {}
     # Sorted keys: replicas upserting the same items lock them in one order.
-    returned = conn.execute(sql.upsert_jobs, [wanted[k] for k in sorted(wanted)])
+    upsert = _upsert_jobs_statement(conn.dialect.name)
+    returned = conn.execute(upsert, [wanted[k] for k in sorted(wanted)])
     return {key: job_id for job_id, key in returned}
 
 
@@ -356,10 +348,14 @@ def _result(
 
 
 # --- SQL -----------------------------------------------------------------------
-# Events and links go in as ONE JSON parameter that the database unpacks
-# (json_to_recordset / json_each): the statement text never changes, so it is
-# parsed and planned once, and the per-row work happens in C, not in Python.
-# That halves the writer's CPU per event, which is what bounds throughput here.
+# The writer's cost per event bounds throughput, so the two rows-per-event
+# statements skip SQLAlchemy's per-row Python work:
+# - PostgreSQL gets the rows as ONE JSON parameter (json_to_recordset): the
+#   statement text never changes, so psycopg parses it once, not per batch.
+# - SQLite gets plain multi-row VALUES, and no RETURNING: SQLite returns rows one
+#   step at a time, and each step releases the GIL, which the writer must then
+#   wait to get back from the busy event loop. Holding the write lock (BEGIN
+#   IMMEDIATE), the new ids are simply those above the old maximum.
 
 # The DbtEvent fields that have an `events` column of the same name.
 _EVENT_FIELDS: Final = (
@@ -381,62 +377,53 @@ _PG_TYPES: Final = {
     "received_at": "timestamptz",
     "refreshes": "integer",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class _Statements:
-    insert_events: Any  # ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id
-    insert_invalid: Any  # one row, RETURNING id
-    upsert_jobs: Any  # ON CONFLICT (target_key) WHERE state = 'queued' DO UPDATE
-    insert_links: Any
-    time: Callable[[datetime], str]  # a timestamp as the JSON rows carry it
-
-
-@functools.cache
-def _statements(dialect: str) -> _Statements:
-    """Built once per dialect (building the upsert costs more than running it)."""
-    if dialect not in ("postgresql", "sqlite"):
-        raise RelayError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
-    pg = dialect == "postgresql"
-    return _Statements(
-        insert_events=text(_pg_insert_events() if pg else _sqlite_insert_events()),
-        insert_invalid=_EVENTS.insert().returning(_EVENTS.c.id),
-        upsert_jobs=_upsert_jobs_statement(postgresql.insert if pg else sqlite.insert),
-        insert_links=text(_PG_INSERT_LINKS if pg else _SQLITE_INSERT_LINKS),
-        time=datetime.isoformat if pg else _sqlite_time,
-    )
-
-
-def _pg_insert_events() -> str:
-    columns = ", ".join(_PG_TYPES)
-    typed = ", ".join(f"{name} {kind}" for name, kind in _PG_TYPES.items())
-    # Only the constant column names above are interpolated.
-    return (
-        f"INSERT INTO events ({columns}) SELECT {columns}"  # noqa: S608
-        f" FROM json_to_recordset(CAST(:rows AS json)) AS r({typed})"
-        " ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id"
-    )
-
-
-def _sqlite_insert_events() -> str:
-    values = ", ".join(f"json_extract(value, '$.{name}')" for name in _PG_TYPES)
-    # Only the constant column names above are interpolated.
-    return (
-        f"INSERT INTO events ({', '.join(_PG_TYPES)}) SELECT {values}"  # noqa: S608
-        " FROM json_each(:rows) WHERE true"  # WHERE: SQLite's upsert-after-SELECT rule
-        " ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id"
-    )
-
-
-_PG_INSERT_LINKS: Final = (
+_COLUMNS: Final = ", ".join(_PG_TYPES)
+_PG_INSERT_EVENTS: Final = text(
+    f"INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM json_to_recordset("  # noqa: S608 - constant names
+    f"CAST(:rows AS json)) AS r({', '.join(f'{n} {t}' for n, t in _PG_TYPES.items())})"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id"
+)
+_PG_INSERT_LINKS: Final = text(
     "INSERT INTO refresh_job_events (refresh_job_id, event_pk)"
     " SELECT CAST(r->>0 AS bigint), CAST(r->>1 AS bigint)"
     " FROM json_array_elements(CAST(:rows AS json)) AS r"
 )
-_SQLITE_INSERT_LINKS: Final = (
-    "INSERT INTO refresh_job_events (refresh_job_id, event_pk)"
-    " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:rows)"
+_SQLITE_INSERTED: Final = (
+    "SELECT json_group_array(json_array(id, event_id)) FROM events WHERE id > ?"
 )
+_INSERT_ONE_EVENT: Final = _EVENTS.insert().returning(_EVENTS.c.id)
+
+
+def _insert_dbt_events(conn: Connection, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """event_id -> new pk of each row inserted; ids already stored are left out.
+
+    The store only opens SQLite and PostgreSQL: anything not PostgreSQL is SQLite.
+    """
+    if conn.dialect.name == "postgresql":
+        encoded = json.dumps([r | {"received_at": r["received_at"].isoformat()} for r in rows])
+        return {eid: pk for pk, eid in conn.execute(_PG_INSERT_EVENTS, {"rows": encoded})}
+    before = conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM events").scalar_one()
+    values = [_sqlite_time(r[k]) if k == "received_at" else r[k] for r in rows for k in _PG_TYPES]
+    conn.exec_driver_sql(_sqlite_insert_events(len(rows)), tuple(values))
+    inserted = conn.exec_driver_sql(_SQLITE_INSERTED, (before,)).scalar_one()
+    return {eid: pk for pk, eid in json.loads(inserted)}
+
+
+def _insert_links(conn: Connection, links: list[tuple[int, int]]) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(_PG_INSERT_LINKS, {"rows": json.dumps(links)})
+        return
+    sql = "INSERT INTO refresh_job_events (refresh_job_id, event_pk) VALUES "
+    conn.exec_driver_sql(sql + ", ".join(["(?, ?)"] * len(links)), tuple(sum(links, ())))
+
+
+@functools.lru_cache(maxsize=MAX_BATCH)
+def _sqlite_insert_events(count: int) -> str:
+    row = f"({', '.join('?' * len(_PG_TYPES))})"
+    return (
+        f"INSERT INTO events ({_COLUMNS}) VALUES {', '.join([row] * count)}"  # noqa: S608 - constant names
+        " ON CONFLICT (event_id) DO NOTHING"
+    )
 
 
 def _sqlite_time(value: datetime) -> str:
@@ -444,8 +431,10 @@ def _sqlite_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def _upsert_jobs_statement(insert: Any) -> Any:
-    stmt = insert(_JOBS)
+@functools.cache
+def _upsert_jobs_statement(dialect: str) -> Any:
+    """Built once per dialect: building `excluded` and the upsert costs more than running it."""
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_JOBS)
     ex = stmt.excluded
     return stmt.on_conflict_do_update(
         index_elements=["target_key"],

@@ -42,6 +42,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -52,6 +53,8 @@ from sqlalchemy.orm import (
     sessionmaker,
 )
 from sqlalchemy.pool import StaticPool
+
+from dbt_tableau_relay.errors import ConfigError
 
 EVENT_OUTCOMES: Final = ("queued", "ignored", "invalid")
 JOB_STATES: Final = ("queued", "sending", "following", "succeeded", "failed", "dead", "merged")
@@ -216,10 +219,17 @@ class Attempt(Base):
 
 def create_store_engine(database_url: str) -> Engine:
     """An engine with the relay's durability settings for the URL's backend."""
-    url = make_url(database_url)
-    if url.get_backend_name() != "sqlite":
-        connect_args = {"connect_timeout": 10} if url.get_backend_name() == "postgresql" else {}
-        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        # Not echoed: the URL may hold a password.
+        raise ConfigError("database_url is not a database URL") from None
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            f"database_url: use sqlite:/// or postgresql+psycopg://, not {url.drivername}"
+        )
+    if url.get_backend_name() == "postgresql":
+        return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
     if url.database in (None, "", ":memory:"):
         # One shared connection, or every thread would see its own empty database.
         engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
