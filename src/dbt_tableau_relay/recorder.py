@@ -25,18 +25,26 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final, Literal
 
 from prometheus_client import Histogram
-from sqlalchemy import Connection, case, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, text
 
 from dbt_tableau_relay.errors import RelayError
 from dbt_tableau_relay.events import DbtEvent
 from dbt_tableau_relay.rules import PlannedRefresh
-from dbt_tableau_relay.store import Base, Event, RefreshJob, Store, utcnow
+from dbt_tableau_relay.store import (
+    Base,
+    Event,
+    Store,
+    insert_links,
+    queued_job_upsert,
+    sqlite_time,
+    storable,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +53,6 @@ MAX_BATCH: Final = 256
 MAX_PENDING: Final = 10_000
 _STOP: Final = object()
 _EVENTS = Base.metadata.tables[Event.__tablename__]
-_JOBS = Base.metadata.tables[RefreshJob.__tablename__]
 
 BATCH_SIZE = Histogram(
     "relay_recorder_batch_size",
@@ -216,41 +223,37 @@ def _resolve(pairs: list[tuple[asyncio.Future[Recorded], Recorded | BaseExceptio
             future.set_result(result)
 
 
-@dataclass
-class _Plan:
-    """What one batch writes, worked out before the first statement."""
-
-    results: list[Recorded | None]
-    rows: dict[int, dict[str, Any]] = field(default_factory=dict)  # batch index -> event row
-
-
 def write_batch(
     conn: Connection, submissions: Sequence[Submission], now: datetime | None = None
 ) -> list[Recorded]:
     """Write a batch in the caller's transaction; one `Recorded` per submission, in order."""
     now = now or utcnow()
-    plan = _plan(submissions)
-    pks = _insert_events(conn, plan.rows)
+    early, rows = _plan(submissions)
+    pks = _insert_events(conn, rows)
     jobs = _upsert_jobs(conn, submissions, pks, now)
     links = [
         (jobs[p.key], pk) for i, pk in pks.items() if pk is not None for p in submissions[i].planned
     ]
     if links:
-        _insert_links(conn, links)
-    return [_result(submissions[i], r, pks.get(i), jobs) for i, r in enumerate(plan.results)]
+        insert_links(conn, links)
+    return [_result(submissions[i], r, pks.get(i), jobs) for i, r in enumerate(early)]
 
 
-def _plan(submissions: Sequence[Submission]) -> _Plan:
-    plan = _Plan(results=[None] * len(submissions))
+def _plan(
+    submissions: Sequence[Submission],
+) -> tuple[list[Recorded | None], dict[int, dict[str, Any]]]:
+    """Results known before writing (repeats within the batch), and the rows to insert."""
+    early: list[Recorded | None] = [None] * len(submissions)
+    rows: dict[int, dict[str, Any]] = {}  # batch index -> event row
     seen: set[str] = set()
     for i, sub in enumerate(submissions):
         if sub.event is not None and sub.event.event_id in seen:
-            plan.results[i] = Recorded("duplicate")  # earlier in this very batch
+            early[i] = Recorded("duplicate")
             continue
         if sub.event is not None:
             seen.add(sub.event.event_id)
-        plan.rows[i] = _event_row(sub)
-    return plan
+        rows[i] = _event_row(sub)
+    return early, rows
 
 
 def _event_row(sub: Submission) -> dict[str, Any]:
@@ -270,11 +273,6 @@ def _event_row(sub: Submission) -> dict[str, Any]:
         "received_at": sub.received_at,
         "refreshes": len(sub.planned) if ev else 0,
     }
-
-
-def storable(value: str) -> str:
-    """Text both backends accept: no NUL (PostgreSQL refuses it), no lone surrogates."""
-    return value.encode("utf-8", errors="replace").decode("utf-8").replace("\x00", "\ufffd")
 
 
 def _insert_events(conn: Connection, rows: dict[int, dict[str, Any]]) -> dict[int, int | None]:
@@ -310,8 +308,9 @@ def _upsert_jobs(
     if not wanted:
         return {}
     # Sorted keys: replicas upserting the same items lock them in one order.
-    upsert = _upsert_jobs_statement(conn.dialect.name)
-    returned = conn.execute(upsert, [wanted[k] for k in sorted(wanted)])
+    returned = conn.execute(
+        queued_job_upsert(conn.dialect.name), [wanted[k] for k in sorted(wanted)]
+    )
     return {key: job_id for job_id, key in returned}
 
 
@@ -348,8 +347,8 @@ def _result(
 
 
 # --- SQL -----------------------------------------------------------------------
-# The writer's cost per event bounds throughput, so the two rows-per-event
-# statements skip SQLAlchemy's per-row Python work:
+# The writer's cost per event bounds throughput, so the rows-per-event
+# statements skip SQLAlchemy's per-row Python work (links: `store.insert_links`):
 # - PostgreSQL gets the rows as ONE JSON parameter (json_to_recordset): the
 #   statement text never changes, so psycopg parses it once, not per batch.
 # - SQLite gets plain multi-row VALUES, and no RETURNING: SQLite returns rows one
@@ -368,6 +367,7 @@ _EVENT_FIELDS: Final = (
     "run_id",
     "run_status_code",
 )
+# Every column the recorder writes, with its PostgreSQL type for json_to_recordset.
 _PG_TYPES: Final = {
     **dict.fromkeys(_EVENT_FIELDS, "varchar"),
     "run_status_code": "integer",
@@ -382,11 +382,6 @@ _PG_INSERT_EVENTS: Final = text(
     f"INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM json_to_recordset("  # noqa: S608 - constant names
     f"CAST(:rows AS json)) AS r({', '.join(f'{n} {t}' for n, t in _PG_TYPES.items())})"
     " ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id"
-)
-_PG_INSERT_LINKS: Final = text(
-    "INSERT INTO refresh_job_events (refresh_job_id, event_pk)"
-    " SELECT CAST(r->>0 AS bigint), CAST(r->>1 AS bigint)"
-    " FROM json_array_elements(CAST(:rows AS json)) AS r"
 )
 _SQLITE_INSERTED: Final = (
     "SELECT json_group_array(json_array(id, event_id)) FROM events WHERE id > ?"
@@ -403,18 +398,10 @@ def _insert_dbt_events(conn: Connection, rows: list[dict[str, Any]]) -> dict[str
         encoded = json.dumps([r | {"received_at": r["received_at"].isoformat()} for r in rows])
         return {eid: pk for pk, eid in conn.execute(_PG_INSERT_EVENTS, {"rows": encoded})}
     before = conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM events").scalar_one()
-    values = [_sqlite_time(r[k]) if k == "received_at" else r[k] for r in rows for k in _PG_TYPES]
+    values = [sqlite_time(r[k]) if k == "received_at" else r[k] for r in rows for k in _PG_TYPES]
     conn.exec_driver_sql(_sqlite_insert_events(len(rows)), tuple(values))
     inserted = conn.exec_driver_sql(_SQLITE_INSERTED, (before,)).scalar_one()
     return {eid: pk for pk, eid in json.loads(inserted)}
-
-
-def _insert_links(conn: Connection, links: list[tuple[int, int]]) -> None:
-    if conn.dialect.name == "postgresql":
-        conn.execute(_PG_INSERT_LINKS, {"rows": json.dumps(links)})
-        return
-    sql = "INSERT INTO refresh_job_events (refresh_job_id, event_pk) VALUES "
-    conn.exec_driver_sql(sql + ", ".join(["(?, ?)"] * len(links)), tuple(sum(links, ())))
 
 
 @functools.lru_cache(maxsize=MAX_BATCH)
@@ -424,28 +411,3 @@ def _sqlite_insert_events(count: int) -> str:
         f"INSERT INTO events ({_COLUMNS}) VALUES {', '.join([row] * count)}"  # noqa: S608 - constant names
         " ON CONFLICT (event_id) DO NOTHING"
     )
-
-
-def _sqlite_time(value: datetime) -> str:
-    """The text SQLAlchemy's SQLite DATETIME (and so `UTCDateTime`) stores: naive UTC."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-@functools.cache
-def _upsert_jobs_statement(dialect: str) -> Any:
-    """Built once per dialect: building `excluded` and the upsert costs more than running it."""
-    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_JOBS)
-    ex = stmt.excluded
-    return stmt.on_conflict_do_update(
-        index_elements=["target_key"],
-        index_where=text("state = 'queued'"),  # must spell the partial index's predicate
-        set_={
-            "wait": _JOBS.c.wait | ex.wait,
-            "incremental": _JOBS.c.incremental & ex.incremental,
-            "last_event_at": case(
-                (ex.last_event_at > _JOBS.c.last_event_at, ex.last_event_at),
-                else_=_JOBS.c.last_event_at,
-            ),
-            "updated_at": ex.updated_at,
-        },
-    ).returning(_JOBS.c.id, _JOBS.c.target_key)

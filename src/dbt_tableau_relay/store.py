@@ -13,7 +13,10 @@ worker's queue operations live in `queue.py`, against this schema.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import itertools
+import json
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,12 +38,14 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    case,
     create_engine,
     event,
     func,
     select,
     text,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import (
@@ -62,6 +67,7 @@ SQLITE_BUSY_TIMEOUT_MS: Final = 10_000
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _READONLY = "relay_readonly"  # an execution option: begin SQLite reads DEFERRED
 _MIGRATION_LOCK = 0x7265_6C61_79  # "relay": serialises migrations of several replicas
+QUEUED_ONLY: Final = "state = 'queued'"  # the partial index's predicate, and the upsert's
 
 # A BIGINT id everywhere but SQLite, whose rowid alias must be spelled INTEGER.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -93,6 +99,16 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def sqlite_time(value: datetime) -> str:
+    """The text `UTCDateTime` stores on SQLite (SQLAlchemy's DATETIME format, naive UTC)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def storable(value: str) -> str:
+    """Text both backends accept: no NUL (PostgreSQL refuses it), no lone surrogates."""
+    return value.encode("utf-8", errors="replace").decode("utf-8").replace("\x00", "\ufffd")
 
 
 class Base(DeclarativeBase):
@@ -145,8 +161,8 @@ class RefreshJob(Base):
             "uq_refresh_jobs_queued_target",
             "target_key",
             unique=True,
-            sqlite_where=text("state = 'queued'"),
-            postgresql_where=text("state = 'queued'"),
+            sqlite_where=text(QUEUED_ONLY),
+            postgresql_where=text(QUEUED_ONLY),
         ),
         Index("ix_refresh_jobs_state_not_before", "state", "not_before"),
     )
@@ -352,3 +368,49 @@ class Store:
         with self.session(readonly=True) as session:
             found = dict(session.execute(query).all())
         return {outcome: found.get(outcome, 0) for outcome in EVENT_OUTCOMES} | found
+
+
+# --- bulk writes of the recorder's group commit ---------------------------------
+
+
+@functools.cache
+def queued_job_upsert(dialect: str) -> Any:
+    """Join the queued job of `target_key`, or create it; RETURNING id, target_key.
+
+    On a join the job waits if any event asks it to, is incremental only if all
+    do, and keeps the newest event time. Built once per dialect (building it
+    costs more than running it).
+    """
+    jobs = Base.metadata.tables[RefreshJob.__tablename__]
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(jobs)
+    ex = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=["target_key"],
+        index_where=text(QUEUED_ONLY),  # names the partial index
+        set_={
+            "wait": jobs.c.wait | ex.wait,
+            "incremental": jobs.c.incremental & ex.incremental,
+            "last_event_at": case(
+                (ex.last_event_at > jobs.c.last_event_at, ex.last_event_at),
+                else_=jobs.c.last_event_at,
+            ),
+            "updated_at": ex.updated_at,
+        },
+    ).returning(jobs.c.id, jobs.c.target_key)
+
+
+_PG_INSERT_LINKS: Final = text(
+    "INSERT INTO refresh_job_events (refresh_job_id, event_pk)"
+    " SELECT CAST(r->>0 AS bigint), CAST(r->>1 AS bigint)"
+    " FROM json_array_elements(CAST(:rows AS json)) AS r"
+)
+
+
+def insert_links(conn: Connection, links: Sequence[tuple[int, int]]) -> None:
+    """(refresh_job_id, event_pk) rows in one statement, without per-row Python work."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_PG_INSERT_LINKS, {"rows": json.dumps(links)})
+        return
+    sql = "INSERT INTO refresh_job_events (refresh_job_id, event_pk) VALUES "
+    values = tuple(itertools.chain.from_iterable(links))
+    conn.exec_driver_sql(sql + ", ".join(["(?, ?)"] * len(links)), values)
