@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 from http import HTTPStatus
@@ -46,6 +47,12 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
     def track(self, conn: socket.socket, open_: bool) -> None:
         with self._connections_lock:
             (self._connections.add if open_ else self._connections.discard)(conn)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (a killed relay) is routine here, not a traceback."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
     def close_connections(self) -> None:
         """End keep-alive connections, whose threads would otherwise go on serving."""

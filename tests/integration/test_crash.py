@@ -1,0 +1,250 @@
+"""kill -9 in the middle of work: nothing acknowledged is lost, nothing is refreshed twice.
+
+A relay runs as a subprocess (`serve`, SQLite) against the emulator. A sender
+posts a stream of signed events, retrying a delivery until it gets a 2xx (as
+dbt Cloud does); meanwhile the relay is killed with SIGKILL at random moments
+and started again. At the end every acknowledged event must have each of its
+targets refreshed by a refresh that Tableau accepted after the event arrived
+and that ended with Tableau's verdict, and the refresh POSTs Tableau accepted
+but no job recorded (duplicates) are counted.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import select
+
+from dbt_tableau_relay.emulator import Emulator
+from dbt_tableau_relay.samples import sample_event, signed_headers
+from dbt_tableau_relay.store import Event, RefreshJob, RefreshJobEvent, Store
+
+SECRET = "crash-test-secret"
+PAT_NAME, PAT_SECRET = "crash-pat", "crash-pat-secret"
+TARGETS = {  # dbt job id -> what its rule refreshes
+    101: ["workbook:path:Sales/Executive Overview"],
+    202: ["datasource:path:Finance/Revenue", "workbook:path:Finance/Executive Overview"],
+    303: ["workbook:path:Marketing/Campaign Performance"],
+}
+EVENTS = 150
+KILLS = 4
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(folder: Path, tableau_url: str, port: int) -> Path:
+    config = folder / "relay.yml"
+    config.write_text(
+        f"""
+database_url: sqlite:///{folder / "relay.db"}
+listen: 127.0.0.1:{port}
+dbt: {{webhook_secrets: [{SECRET}]}}
+tableau:
+  server_url: {tableau_url}
+  site: marketing
+  token_name: {PAT_NAME}
+  token_secret: {PAT_SECRET}
+  request_timeout: 5
+rules:
+  - {{name: sales, on: {{job_id: 101}}, refresh: [{{workbook: Sales/Executive Overview}}]}}
+  - name: finance
+    on: {{job_id: 202}}
+    refresh: [{{datasource: Finance/Revenue}}, {{workbook: Finance/Executive Overview}}]
+  - name: marketing
+    on: {{job_id: 303}}
+    refresh: [{{workbook: Marketing/Campaign Performance}}]
+worker:
+  lease_seconds: 2
+  poll_interval: 0.1
+  retry_base_seconds: 0.1
+  busy_retry_seconds: 0.3
+  max_attempts: 50
+"""
+    )
+    return config
+
+
+@dataclass
+class RelayProcess:
+    config: Path
+    url: str
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    kills: int = 0
+
+    def start(self) -> None:
+        with self.log.open("a") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "dbt_tableau_relay", "--config", str(self.config), "serve"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while not self._healthy():
+            assert time.monotonic() < deadline, "the relay did not start"
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.kills += 1
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
+
+    def _healthy(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/healthz", timeout=0.5).status_code == 200
+        except requests.RequestException:
+            return False
+
+
+@dataclass
+class Sender:
+    """Delivers each event until it is acknowledged, as dbt Cloud retries."""
+
+    url: str
+    acknowledged: dict[str, int] = field(default_factory=dict)  # eventId -> dbt job id
+    attempts: int = 0
+
+    def deliver(self, job_id: int, n: int) -> None:
+        event_id = f"wev_crash_{n:05d}"
+        body = sample_event("completed", job_id=job_id, run_id=n, event_id=event_id)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            self.attempts += 1
+            try:
+                answer = requests.post(
+                    self.url, data=body, headers=signed_headers(body, SECRET), timeout=5
+                )
+            except requests.RequestException:
+                time.sleep(0.1)
+                continue
+            if answer.status_code < 300:
+                self.acknowledged[event_id] = job_id
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{event_id} was never acknowledged")
+
+
+@pytest.fixture
+def tableau() -> Iterator[Emulator]:
+    with Emulator(
+        site="marketing", pat_name=PAT_NAME, pat_secret=PAT_SECRET, job_duration=0.4
+    ) as emu:
+        yield emu
+
+
+def test_kill_9_loses_nothing_and_refreshes_nothing_twice(
+    tmp_path: Path, tableau: Emulator
+) -> None:
+    port = free_port()
+    relay = RelayProcess(
+        write_config(tmp_path, tableau.url, port),
+        f"http://127.0.0.1:{port}",
+        tmp_path / "relay.log",
+    )
+    sender = Sender(f"{relay.url}/webhooks/dbt")
+    relay.start()
+    rng = random.Random(20261130)
+    jobs = list(TARGETS)
+
+    def stream() -> None:
+        for n in range(EVENTS):
+            sender.deliver(rng.choice(jobs), n)
+            time.sleep(rng.uniform(0.0, 0.06))
+
+    sending = threading.Thread(target=stream)
+    sending.start()
+    try:
+        while sending.is_alive() and relay.kills < KILLS:
+            time.sleep(rng.uniform(0.8, 2.5))
+            relay.kill()
+            time.sleep(rng.uniform(0.0, 0.5))
+            relay.start()
+        sending.join(120)
+        store = Store(f"sqlite:///{tmp_path / 'relay.db'}")
+        try:
+            settled = wait_until_settled(store, timeout=90)
+            report = check_every_acknowledged_event(store, sender.acknowledged)
+            recorded = {j.tableau_job_id for j in settled if j.tableau_job_id}
+        finally:
+            store.dispose()
+    finally:
+        relay.stop()
+
+    accepted = [r for r in tableau.refresh_posts() if r.status == 202]
+    accepted_ids = {j.id for j in tableau.jobs}
+    duplicates = len(accepted_ids - recorded)
+    print(
+        f"\ncrash test: events sent {EVENTS}, deliveries {sender.attempts}, "
+        f"acknowledged {len(sender.acknowledged)}, kills {relay.kills}, "
+        f"refreshes verified {report}, refresh POSTs accepted {len(accepted)}, "
+        f"duplicate refresh POSTs {duplicates}"
+    )
+    assert relay.kills == KILLS
+    assert len(sender.acknowledged) == EVENTS
+    assert duplicates <= relay.kills  # at most one per crash; the aim is zero
+
+
+def wait_until_settled(store: Store, timeout: float) -> list[RefreshJob]:
+    deadline = time.monotonic() + timeout
+    final = ("succeeded", "failed", "dead", "merged")
+    while True:
+        jobs = store.list_jobs(limit=10_000)
+        if jobs and all(j.state in final for j in jobs):
+            return jobs
+        assert time.monotonic() < deadline, (
+            f"unsettled: {[(j.id, j.state) for j in jobs if j.state not in final]}"
+        )
+        time.sleep(0.2)
+
+
+def check_every_acknowledged_event(store: Store, acknowledged: dict[str, int]) -> int:
+    """Each acknowledged event: each target refreshed by a succeeded job sent after it arrived."""
+    verified = 0
+    with store.session(readonly=True) as session:
+        events = {e.event_id: e for e in session.scalars(select(Event))}
+        links = session.execute(
+            select(RefreshJobEvent.event_pk, RefreshJob).join(
+                RefreshJob, RefreshJob.id == RefreshJobEvent.refresh_job_id
+            )
+        ).all()
+    served: dict[int, list[RefreshJob]] = {}
+    for event_pk, job in links:
+        served.setdefault(event_pk, []).append(job)
+    for event_id, job_id in acknowledged.items():
+        event = events.get(event_id)
+        assert event is not None, f"acknowledged {event_id} is not in the store"
+        for target in TARGETS[job_id]:
+            ok = [
+                j
+                for j in served.get(event.id, [])
+                if j.target_key == target
+                and j.state == "succeeded"
+                and j.sent_at is not None
+                and j.sent_at >= event.received_at
+            ]
+            assert ok, f"{event_id}: {target} was not refreshed after it arrived"
+            verified += 1
+    return verified
