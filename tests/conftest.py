@@ -1,10 +1,11 @@
-"""Fixtures shared by every test layer: a PostgreSQL schema of its own per test."""
+"""Fixtures shared by every test layer: a PostgreSQL schema of its own."""
 
 from __future__ import annotations
 
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -13,8 +14,8 @@ from sqlalchemy.engine import make_url
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
+@contextmanager
+def postgres_schema() -> Iterator[str]:
     """A SQLAlchemy URL whose search_path is a fresh, empty schema, dropped afterwards.
 
     Skips when PostgreSQL is unreachable, unless RELAY_REQUIRE_POSTGRES=1 (CI),
@@ -32,8 +33,21 @@ def postgres_url() -> Iterator[str]:
     with admin:
         admin.execute(f'CREATE SCHEMA "{schema}"')
         try:
-            yield url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-                hide_password=False
-            )
+            options = {"options": f"-csearch_path={schema}"}
+            yield url.update_query_dict(options).render_as_string(hide_password=False)
         finally:
             admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL URL of a schema of this test's own."""
+    with postgres_schema() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_postgres_url() -> Iterator[str]:
+    """A PostgreSQL URL of a schema shared by one test module."""
+    with postgres_schema() as url:
+        yield url

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError, StatementError
 
 from dbt_tableau_relay import recorder as recorder_module
 from dbt_tableau_relay.config import Rule
-from dbt_tableau_relay.errors import RelayError
+from dbt_tableau_relay.errors import ConfigError, RelayError
 from dbt_tableau_relay.events import DbtEvent
 from dbt_tableau_relay.recorder import Recorder, Submission, write_batch
 from dbt_tableau_relay.rules import PlannedRefresh, match
@@ -409,3 +409,29 @@ def test_planned_refresh_key_is_the_job_target_key(store: Store) -> None:
     (result,) = write(store, submission("e1"))
     assert planned.key in {j.target_key for j in store.list_jobs()}
     assert result.refreshes_queued == 2
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql+pymysql://relay:hunter2@db/relay", "not a url", "postgresql+psycopg2"]
+)
+def test_only_sqlite_and_postgresql_urls_are_accepted(url: str) -> None:
+    with pytest.raises(ConfigError, match="database_url") as raised:
+        Store(url)
+    assert "hunter2" not in str(raised.value)
+
+
+def test_in_memory_sqlite_works_across_threads() -> None:
+    store = Store("sqlite://")
+    store.migrate()
+
+    async def main() -> Any:
+        recorder = Recorder(store)
+        recorder.start()
+        try:
+            return await recorder.record(submission("e1"))
+        finally:
+            recorder.stop()
+
+    assert asyncio.run(main()).status == "queued"
+    assert count(store, RefreshJob) == 2
+    store.dispose()

@@ -9,20 +9,26 @@ import asyncio
 import json
 import logging
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from relay_server import RunningServer, serve, signed_headers
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from dbt_tableau_relay import recorder as recorder_module
+from dbt_tableau_relay import webhooks as webhooks_module
 from dbt_tableau_relay.app import create_app
 from dbt_tableau_relay.config import Settings
-from dbt_tableau_relay.store import Event, RefreshJob, RefreshJobEvent, Store
+from dbt_tableau_relay.recorder import Recorder
+from dbt_tableau_relay.store import Attempt, Event, RefreshJob, RefreshJobEvent, Store
+from dbt_tableau_relay.webhooks import WebhookContext
 
 FIXTURES = Path(__file__).parents[3] / "shared" / "fixtures" / "dbt-cloud"
 SECRET = "current-secret-1f6b"
@@ -89,26 +95,44 @@ class Relay:
             return list(session.scalars(select(RefreshJob).order_by(RefreshJob.id)))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A store of this test's own."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'relay.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    store = Store(database_url)
+        url = f"sqlite:///{tmp_path / 'relay.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    store = Store(url)
     yield store
     store.dispose()
 
 
-@pytest.fixture
-def relay(store: Store) -> Iterator[Relay]:
-    app = create_app(make_settings(store.url), store=store)
+@pytest.fixture(scope="module", params=BACKENDS)
+def running_relay(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Relay]:
+    """One relay per backend for the module (start-up is most of a test's time)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('relay') / 'relay.db'}"
+    else:
+        url = request.getfixturevalue("module_postgres_url")
+    store = Store(url)
+    app = create_app(make_settings(url), store=store)
     with serve(app) as server, httpx.Client(base_url=server.url, timeout=10) as client:
         yield Relay(server, client, store)
+    store.dispose()
+
+
+@pytest.fixture
+def relay(running_relay: Relay) -> Relay:
+    """The module's relay, its database emptied for this test."""
+    with running_relay.store.session() as session:
+        for model in (RefreshJobEvent, Attempt, RefreshJob, Event):
+            session.execute(delete(model))
+    return running_relay
 
 
 def test_signed_completed_event_is_queued_with_its_refresh_jobs(relay: Relay) -> None:
@@ -383,3 +407,46 @@ def test_readyz_is_503_when_the_database_is_gone(tmp_path: Path) -> None:
         assert client.get("/readyz").status_code == 503
         assert client.get("/healthz").status_code == 200
     store.dispose()
+
+
+def test_a_slow_store_is_503_before_dbts_deadline_and_the_retry_is_a_duplicate(
+    relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = recorder_module.write_batch
+    monkeypatch.setattr(webhooks_module, "RECORD_TIMEOUT", 0.2)
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.6)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(recorder_module, "write_batch", slow)
+    assert relay.post(sample()).status_code == 503
+    monkeypatch.undo()
+    # dbt retries; the slow write committed after all (or does, before the retry's turn).
+    assert relay.post(sample()).json()["status"] == "duplicate"
+
+
+def test_other_methods_on_the_webhook_path_are_405(relay: Relay) -> None:
+    assert relay.client.get("/webhooks/dbt").status_code == 405
+    assert relay.count(Event) == 0
+
+
+def test_the_router_alone_serves_the_endpoint(store: Store) -> None:
+    """`webhooks.router` works in any FastAPI app that puts a WebhookContext on its state."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store.migrate()
+        recorder = Recorder(store)
+        recorder.start()
+        app.state.webhooks = WebhookContext.from_settings(make_settings(store.url), recorder)
+        yield
+        recorder.stop()
+
+    app = FastAPI(lifespan=lifespan)
+    app.include_router(webhooks_module.router)
+    with serve(app) as server, httpx.Client(base_url=server.url) as client:
+        body = sample()
+        response = client.post("/webhooks/dbt", content=body, headers=signed_headers(body, SECRET))
+    assert response.status_code == 202
+    assert response.json()["refreshes_queued"] == 2
