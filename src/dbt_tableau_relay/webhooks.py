@@ -190,10 +190,10 @@ def _answer(event: DbtEvent, recorded: Recorded) -> JSONResponse:
         "refreshes_queued": recorded.refreshes_queued,
     }
     if recorded.status == "queued":
-        log.info("webhook.accepted", extra=fields)
+        log.debug("webhook.accepted", extra=fields)  # the recorder logs each batch at INFO
         WEBHOOKS.labels("accepted").inc()
         return JSONResponse(body, status_code=202)
-    log.info(f"webhook.{recorded.status}", extra=fields)
+    log.debug(f"webhook.{recorded.status}", extra=fields)
     WEBHOOKS.labels(recorded.status).inc()
     return JSONResponse(body, status_code=200)
 
