@@ -236,11 +236,12 @@ class TableauClient:
         self._session_lifetime = session_lifetime
         self._clock = clock
         self._sleep = sleep
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._server: Any = None
         self._signed_in_at = 0.0
         self._epoch = 0  # bumped at every sign-in, so one 401 wave renews once
         self._items: dict[tuple[ItemKind, str], Item] = {}
+        self._pause_until = 0.0  # no call before this (clock time), after a Retry-After
 
     # -- session -----------------------------------------------------------------
 
@@ -280,7 +281,11 @@ class TableauClient:
         with self._lock:
             expired = self._clock() - self._signed_in_at > self._session_lifetime
             if self._server is None or expired:
-                self._sign_in()
+                self._respect_pause()  # checked under the lock: waiters see a new pause
+                try:
+                    self._sign_in()
+                except TableauError as error:
+                    raise self._noted(error) from None
             return self._server, self._epoch
 
     def _renew(self, stale_epoch: int) -> None:
@@ -323,11 +328,12 @@ class TableauClient:
 
     def call(self, action: Callable[[Any], T]) -> T:
         """Run `action(server)` in the shared session; sign in again once if Tableau ended it."""
+        self._respect_pause()
         server, epoch = self._session()
         try:
             return action(server)
         except Exception as exc:  # noqa: BLE001 - translated below
-            error = translate(exc)
+            error = self._noted(translate(exc))
             if not isinstance(error, SessionInvalidError):
                 raise error from None
         log.info("tableau.session_renewed", extra={"after_epoch": epoch})
@@ -336,7 +342,21 @@ class TableauClient:
         try:
             return action(server)
         except Exception as exc:  # noqa: BLE001
-            raise translate(exc) from None
+            raise self._noted(translate(exc)) from None
+
+    def _noted(self, error: TableauError) -> TableauError:
+        """Remember a Retry-After: it asks the whole client, not one call, to pause."""
+        if error.retry_after:
+            with self._lock:
+                self._pause_until = max(self._pause_until, self._clock() + error.retry_after)
+        return error
+
+    def _respect_pause(self) -> None:
+        left = self._pause_until - self._clock()
+        if left > 0:
+            raise TransientTableauError(
+                f"Tableau asked for a pause (Retry-After): {left:.1f} s left", retry_after=left
+            )
 
     # -- content -------------------------------------------------------------------
 

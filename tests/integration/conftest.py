@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
 
+import harness
 import pytest
 import tableauserverclient as TSC
+from harness import Relay
 
 from dbt_tableau_relay.emulator import Emulator
+from dbt_tableau_relay.service import relay_app, serve_in_thread
+from dbt_tableau_relay.store import Store
 
 SITE = "marketing"
 PAT_NAME = "relay-pat"
@@ -47,3 +53,36 @@ def new_tsc_server(emulator: Emulator) -> Iterator[Callable[[], TSC.Server]]:
 def tsc_server(new_tsc_server: Callable[[], TSC.Server]) -> TSC.Server:
     """One TSC server signed in to the emulator (API version negotiated: 3.27)."""
     return new_tsc_server()
+
+
+# -- the relay under uvicorn with its worker, against the emulator ------------
+
+
+@pytest.fixture
+def relay_factory(tmp_path: Path) -> Iterator[Callable[..., Relay]]:
+    """Start a relay (and its emulator); `database_url` defaults to a SQLite file."""
+    with ExitStack() as stack:
+
+        def start(job_duration: float = 0.3, database_url: str = "", **worker: object) -> Relay:
+            tableau = stack.enter_context(
+                Emulator(
+                    site="marketing",
+                    pat_name=harness.PAT_NAME,
+                    pat_secret=harness.PAT_SECRET,
+                    job_duration=job_duration,
+                    users=dict([harness.ADMIN]),
+                )
+            )
+            database_url = database_url or f"sqlite:///{tmp_path / 'relay.db'}"
+            settings = harness.relay_settings(tableau.url, database_url, **worker)
+            running = stack.enter_context(serve_in_thread(relay_app(settings)))
+            store = Store(settings.database_url)
+            stack.callback(store.dispose)
+            return Relay(running.url, tableau, store)
+
+        yield start
+
+
+@pytest.fixture
+def relay(relay_factory: Callable[..., Relay]) -> Relay:
+    return relay_factory()

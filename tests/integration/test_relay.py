@@ -8,138 +8,15 @@ Tableau received and what the store recorded.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
 import tableauserverclient as TSC
+from harness import ADMIN, EXEC, Relay
 
-from dbt_tableau_relay.config import Settings
 from dbt_tableau_relay.emulator import Emulator
-from dbt_tableau_relay.queue import FINAL_STATES
-from dbt_tableau_relay.samples import post_event, sample_event
-from dbt_tableau_relay.service import relay_app, serve_in_thread
-from dbt_tableau_relay.store import RefreshJob, Store
-
-SECRET = "relay-test-secret"
-PAT_NAME, PAT_SECRET = "relay-pat", "relay-pat-secret"
-ADMIN = ("admin", "admin-password")
-EXEC = "Sales/Executive Overview"
-
-RULES = [
-    {"name": "sales", "on": {"job_id": 101}, "refresh": [{"workbook": EXEC}]},
-    {
-        "name": "finance",
-        "on": {"job_id": [202, "203"]},
-        "refresh": [{"datasource": "Finance/Revenue"}, {"workbook": "Finance/Executive Overview"}],
-    },
-    {
-        "name": "finance-again",
-        "on": {"job_id": 202},
-        "refresh": [{"datasource": "Finance/Revenue"}],
-    },
-    {"name": "ledger", "on": {"job_id": 303}, "refresh": [{"datasource": "Finance/Legacy Ledger"}]},
-    {"name": "live", "on": {"job_id": 404}, "refresh": [{"datasource": "Sales/Live Inventory"}]},
-    {
-        "name": "on-error",
-        "on": {"event": "job.run.errored", "status": "error", "job_id": 505},
-        "refresh": [{"workbook": "Marketing/Campaign Performance"}],
-    },
-]
-
-
-@dataclass
-class Relay:
-    url: str
-    tableau: Emulator
-    store: Store
-
-    def post(self, body: bytes) -> dict[str, Any]:
-        answer = post_event(f"{self.url}/webhooks/dbt", body, SECRET)
-        return {**answer.json(), "http": answer.status_code}
-
-    def jobs(self) -> list[RefreshJob]:
-        return sorted(self.store.list_jobs(limit=500), key=lambda j: j.id)
-
-    def settled_jobs(self, timeout: float = 30.0) -> list[RefreshJob]:
-        """Every job, once each has reached a final state."""
-        wait_until(
-            lambda: self.jobs() and all(j.state in FINAL_STATES for j in self.jobs()), timeout
-        )
-        return self.jobs()
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.05)
-
-
-def relay_settings(tableau_url: str, database_url: str, **worker: object) -> Settings:
-    return Settings.model_validate(
-        {
-            "database_url": database_url,
-            "dbt": {"webhook_secrets": [SECRET]},
-            "tableau": {
-                "server_url": tableau_url,
-                "site": "marketing",
-                "token_name": PAT_NAME,
-                "token_secret": PAT_SECRET,
-                "request_timeout": 2.0,
-            },
-            "rules": RULES,
-            "worker": {
-                "poll_interval": 0.1,
-                "retry_base_seconds": 0.05,
-                "busy_retry_seconds": 0.3,
-                "max_attempts": 4,
-            }
-            | worker,
-        }
-    )
-
-
-@pytest.fixture
-def relay_factory(tmp_path: Path) -> Iterator[Callable[..., Relay]]:
-    stack: list[Any] = []
-
-    def start(job_duration: float = 0.3, database_url: str = "", **worker: object) -> Relay:
-        tableau = Emulator(
-            site="marketing",
-            pat_name=PAT_NAME,
-            pat_secret=PAT_SECRET,
-            job_duration=job_duration,
-            users={ADMIN[0]: ADMIN[1]},
-        )
-        tableau.start()
-        stack.append(tableau)
-        database_url = database_url or f"sqlite:///{tmp_path / 'relay.db'}"
-        settings = relay_settings(tableau.url, database_url, **worker)
-        server = serve_in_thread(relay_app(settings))
-        running = server.__enter__()
-        stack.append(server)
-        store = Store(settings.database_url)
-        stack.append(store)
-        return Relay(running.url, tableau, store)
-
-    yield start
-    for thing in reversed(stack):
-        if isinstance(thing, Store):
-            thing.dispose()
-        elif isinstance(thing, Emulator):
-            thing.stop()
-        else:
-            thing.__exit__(None, None, None)
-
-
-@pytest.fixture
-def relay(relay_factory: Callable[..., Relay]) -> Relay:
-    return relay_factory()
+from dbt_tableau_relay.samples import sample_event
 
 
 def test_a_successful_run_refreshes_its_workbook_to_tableaus_verdict(relay: Relay) -> None:

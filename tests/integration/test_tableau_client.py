@@ -141,9 +141,10 @@ def test_expired_session_is_renewed(emu: Emulator, client: TableauClient) -> Non
 
 
 def test_session_is_renewed_before_it_expires(emu: Emulator) -> None:
-    ticks = iter([0.0, 0.0, 10.0, 10.0, 10.0])
-    with TableauClient(settings_for(emu), session_lifetime=5.0, clock=lambda: next(ticks)) as c:
+    now = [0.0]
+    with TableauClient(settings_for(emu), session_lifetime=5.0, clock=lambda: now[0]) as c:
         c.connect()
+        now[0] = 10.0
         c.connect()
     assert len(emu.sign_ins()) == 2
 
@@ -361,3 +362,18 @@ def test_a_luid_target_that_answers_404_is_not_found(emu: Emulator, client: Tabl
     emu.republish("workbook", "Sales/Pipeline Health")
     with pytest.raises(NotFoundError):
         client.refresh(target)
+
+
+def test_retry_after_pauses_every_call_not_just_the_refused_one(
+    emu: Emulator, client: TableauClient
+) -> None:
+    client.connect()
+    emu.faults.rate_limit(count=1, retry_after=30)
+    with pytest.raises(TransientTableauError):
+        client.items("workbook")
+    sent = len(emu.requests)
+    with pytest.raises(TransientTableauError, match="pause") as info:
+        client.items("datasource")
+    assert len(emu.requests) == sent  # Tableau was not called during the pause
+    assert info.value.retry_after is not None
+    assert 25 < info.value.retry_after <= 30
