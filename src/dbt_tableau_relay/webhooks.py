@@ -1,4 +1,4 @@
-"""`POST /webhooks/dbt`: verify, record, decide, acknowledge. Never calls Tableau.
+"""`POST /webhooks/dbt`: verify, decide, record, acknowledge. Never calls Tableau.
 
 dbt Cloud waits 10 seconds and retries on anything but a 2xx, so the
 endpoint answers as soon as the event is durably stored: 202 queued, 200
