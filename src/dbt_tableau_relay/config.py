@@ -149,13 +149,32 @@ class Target(_Strict):
         return f"{self.kind} {self.path or self.luid}"
 
 
+# What a rule's `status` means when it gives none: the one status each event can carry.
+DEFAULT_STATUS: dict[str, str] = {
+    "job.run.completed": "success",
+    "job.run.errored": "error",
+    "job.run.started": "any",
+}
+
+
 class RuleMatch(_Strict):
-    event: Literal["job.run.started", "job.run.completed", "job.run.errored"] = "job.run.completed"
+    event: Literal["job.run.started", "job.run.completed", "job.run.errored"] = (
+        "job.run.completed"
+    )
     status: Literal["success", "error", "cancelled", "any"] = "success"
     job_id: IdSet | None = None
     environment_id: IdSet | None = None
     project_id: IdSet | None = None
     account_id: IdSet | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _status_defaults_to_the_events(cls, data: Any) -> Any:
+        """`on: {event: job.run.errored}` means errored runs, not "errored and successful"."""
+        if isinstance(data, dict) and "status" not in data:
+            event = data.get("event", "job.run.completed")
+            data = {**data, "status": DEFAULT_STATUS.get(event, "success")}
+        return data
 
 
 class Rule(_Strict):

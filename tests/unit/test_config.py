@@ -123,3 +123,13 @@ def test_load_settings_reads_the_env_named_file(
 def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_settings(tmp_path / "nope.yml", environ={})
+
+
+@pytest.mark.parametrize(
+    ("event", "status"),
+    [("job.run.completed", "success"), ("job.run.errored", "error"), ("job.run.started", "any")],
+)
+def test_status_defaults_to_what_the_event_can_carry(event: str, status: str) -> None:
+    rule = f"  - name: a\n    on: {{event: {event}}}\n    refresh: [{{workbook: A}}]\n"
+    text = BASE + "rules:\n" + rule
+    assert parse_settings(text, ENV).rules[0].on.status == status
