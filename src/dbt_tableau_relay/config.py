@@ -158,9 +158,7 @@ DEFAULT_STATUS: dict[str, str] = {
 
 
 class RuleMatch(_Strict):
-    event: Literal["job.run.started", "job.run.completed", "job.run.errored"] = (
-        "job.run.completed"
-    )
+    event: Literal["job.run.started", "job.run.completed", "job.run.errored"] = "job.run.completed"
     status: Literal["success", "error", "cancelled", "any"] = "success"
     job_id: IdSet | None = None
     environment_id: IdSet | None = None
