@@ -30,7 +30,7 @@ from dbt_tableau_relay.recorder import Recorder
 from dbt_tableau_relay.store import Attempt, Event, RefreshJob, RefreshJobEvent, Store
 from dbt_tableau_relay.webhooks import WebhookContext
 
-FIXTURES = Path(__file__).parents[3] / "shared" / "fixtures" / "dbt-cloud"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "dbt-cloud"
 SECRET = "current-secret-1f6b"
 ROTATED = "next-secret-9a2c"
 RULES = [

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from dbt_tableau_relay.errors import MalformedEventError
 from dbt_tableau_relay.events import parse_event
 
-# shared/ sits beside the repository, here and in CI.
-FIXTURES = Path(__file__).parents[3] / "shared" / "fixtures" / "dbt-cloud"
+# dbt's documented sample bodies, kept with the tests so a fresh clone runs them.
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "dbt-cloud"
 
 
 def fixture(name: str) -> dict[str, Any]:
