@@ -2,9 +2,10 @@
 
 The file is parsed as YAML 1.2 booleans (so the bare key `on` stays the string
 "on", as in GitHub Actions), every string value has dbt's
-`{{ env_var('NAME') }}` / `{{ env_var('NAME', 'default') }}` replaced, and the
-result is validated into one frozen `Settings` object that the entry point
-builds and passes in.
+`{{ env_var('NAME') }}` / `{{ env_var('NAME', 'default') }}` replaced (when
+NAME is unset, by the content of the file `NAME_FILE` names: Docker and
+Kubernetes secrets), and the result is validated into one frozen `Settings`
+object that the entry point builds and passes in.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from dbt_tableau_relay.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "relay.yml"
 CONFIG_ENV_VAR = "DBT_TABLEAU_RELAY_CONFIG"
+FILE_SUFFIX = "_FILE"  # env_var('NAME') falls back to the content of the file $NAME_FILE names
+MAX_SECRET_FILE_BYTES = 64 * 1024
 
 _ENV_VAR = re.compile(
     r"""\{\{\s*env_var\(\s*(['"])(?P<name>[^'"]+)\1\s*(?:,\s*(['"])(?P<default>.*?)\3\s*)?\)\s*\}\}"""
@@ -196,6 +199,13 @@ class WorkerSettings(_Strict):
 
 class DbtSettings(_Strict):
     webhook_secrets: tuple[SecretStr, ...] = ()
+    body_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="whole body to arrive within, else 408"
+    )
+    # Off by default: dbt's retries resend an event with its original timestamp.
+    max_event_age_seconds: float | None = Field(
+        default=None, gt=0, description="refuse signed events older than this (replay window)"
+    )
 
 
 class Settings(_Strict):
@@ -268,9 +278,34 @@ def _lookup(match: re.Match[str], environ: Mapping[str, str], where: str) -> str
     name, default = match["name"], match["default"]
     if name in environ:
         return environ[name]
+    file_var = f"{name}{FILE_SUFFIX}"
+    if file_var in environ:
+        return _read_secret_file(file_var, environ[file_var], where)
     if default is not None:
         return default
     raise ConfigError(f"{where}: environment variable {name} is not set and has no default")
+
+
+def _read_secret_file(variable: str, path: str, where: str) -> str:
+    """The text of the file `variable` names (Docker and Kubernetes secrets), newlines trimmed.
+
+    Errors name the variable and the path, never the content: it is a secret.
+    """
+    problem = f"{where}: cannot read the file {variable} names ({path!r})"
+    try:
+        with open(path, "rb") as file:
+            # Bounded: a variable pointing at /dev/zero must not fill the memory.
+            raw = file.read(MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{problem}: {exc.strerror or type(exc).__name__}") from None
+    if len(raw) > MAX_SECRET_FILE_BYTES:
+        raise ConfigError(f"{problem}: larger than {MAX_SECRET_FILE_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:  # its message quotes a byte of the secret: leave it out
+        raise ConfigError(f"{problem}: not UTF-8 text") from None
+    # `echo secret > file` and editors add a final newline that is not part of the secret.
+    return text.rstrip("\r\n")
 
 
 def _join(where: str, key: object) -> str:

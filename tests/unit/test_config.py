@@ -133,3 +133,113 @@ def test_status_defaults_to_what_the_event_can_carry(event: str, status: str) ->
     rule = f"  - name: a\n    on: {{event: {event}}}\n    refresh: [{{workbook: A}}]\n"
     text = BASE + "rules:\n" + rule
     assert parse_settings(text, ENV).rules[0].on.status == status
+
+
+# -- secrets from files: the _FILE convention of Docker and Kubernetes secrets --------
+
+SECRET_TEXT = "webhook-secret-from-a-file"
+DBT_SECRET = BASE + "dbt:\n  webhook_secrets: [\"{{ env_var('DBT_WEBHOOK_SECRET') }}\"]\n"
+
+
+def _webhook_secret(environ: dict[str, str]) -> str:
+    (secret,) = parse_settings(DBT_SECRET, ENV | environ).dbt.webhook_secrets
+    return secret.get_secret_value()
+
+
+def test_an_unset_variable_is_read_from_the_file_its_FILE_variable_names(tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    path.write_text(SECRET_TEXT)
+    assert _webhook_secret({"DBT_WEBHOOK_SECRET_FILE": str(path)}) == SECRET_TEXT
+
+
+def test_a_secret_files_trailing_newline_is_not_part_of_the_secret(tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    path.write_bytes(SECRET_TEXT.encode() + b"\r\n")
+    assert _webhook_secret({"DBT_WEBHOOK_SECRET_FILE": str(path)}) == SECRET_TEXT
+
+
+def test_inner_newlines_and_spaces_of_a_secret_file_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    path.write_text(" line one\nline two \n")
+    assert _webhook_secret({"DBT_WEBHOOK_SECRET_FILE": str(path)}) == " line one\nline two "
+
+
+def test_the_variable_itself_wins_over_its_FILE_variable(tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    path.write_text("from-the-file")
+    environ = {"DBT_WEBHOOK_SECRET": "from-the-env", "DBT_WEBHOOK_SECRET_FILE": str(path)}
+    assert _webhook_secret(environ) == "from-the-env"
+
+
+def test_a_FILE_variable_wins_over_the_default(tmp_path: Path) -> None:
+    path = tmp_path / "listen"
+    path.write_text("127.0.0.1:9999\n")
+    text = BASE + "listen: \"{{ env_var('LISTEN', '127.0.0.1:8080') }}\"\n"
+    assert parse_settings(text, ENV | {"LISTEN_FILE": str(path)}).listen == "127.0.0.1:9999"
+
+
+def test_a_file_that_contains_env_var_syntax_is_taken_literally(tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    path.write_text("{{ env_var('TABLEAU_TOKEN_SECRET') }}")
+    assert _webhook_secret({"DBT_WEBHOOK_SECRET_FILE": str(path)}) == path.read_text()
+
+
+def test_a_missing_file_is_an_error_naming_the_variable(tmp_path: Path) -> None:
+    environ = {"DBT_WEBHOOK_SECRET_FILE": str(tmp_path / "absent")}
+    with pytest.raises(ConfigError, match=r"dbt\.webhook_secrets\.0: .*DBT_WEBHOOK_SECRET_FILE"):
+        parse_settings(DBT_SECRET, ENV | environ)
+
+
+def test_a_directory_is_an_error_naming_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="DBT_WEBHOOK_SECRET_FILE"):
+        parse_settings(DBT_SECRET, ENV | {"DBT_WEBHOOK_SECRET_FILE": str(tmp_path)})
+
+
+def test_a_path_through_a_file_is_an_error_naming_the_variable(tmp_path: Path) -> None:
+    """Unreadable even for root (CI runs as root, so no permission bits would do)."""
+    path = tmp_path / "secret"
+    path.write_text(SECRET_TEXT)
+    environ = {"DBT_WEBHOOK_SECRET_FILE": str(path / "child")}
+    with pytest.raises(ConfigError, match=r"DBT_WEBHOOK_SECRET_FILE.*Not a directory"):
+        parse_settings(DBT_SECRET, ENV | environ)
+
+
+def test_a_file_that_is_not_utf8_is_an_error_that_quotes_none_of_it(tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    path.write_bytes(b"\xfe\xed" + SECRET_TEXT.encode())
+    with pytest.raises(ConfigError, match=r"DBT_WEBHOOK_SECRET_FILE.*not UTF-8") as info:
+        parse_settings(DBT_SECRET, ENV | {"DBT_WEBHOOK_SECRET_FILE": str(path)})
+    assert SECRET_TEXT not in str(info.value)
+    assert "0xfe" not in str(info.value)
+
+
+def test_an_endless_file_is_refused_after_a_bounded_read() -> None:
+    """A variable pointing at /dev/zero fails fast instead of filling the memory."""
+    with pytest.raises(ConfigError, match=r"DBT_WEBHOOK_SECRET_FILE.*larger than 65536 bytes"):
+        parse_settings(DBT_SECRET, ENV | {"DBT_WEBHOOK_SECRET_FILE": "/dev/zero"})
+
+
+def test_neither_the_variable_nor_its_FILE_variable_is_the_usual_error() -> None:
+    with pytest.raises(ConfigError, match="DBT_WEBHOOK_SECRET is not set and has no default"):
+        parse_settings(DBT_SECRET, ENV)
+
+
+# -- the webhook endpoint's limits ---------------------------------------------------
+
+
+def test_the_replay_window_is_off_and_the_body_timeout_ten_seconds_by_default() -> None:
+    dbt = parse_settings(BASE, ENV).dbt
+    assert (dbt.max_event_age_seconds, dbt.body_timeout_seconds) == (None, 10.0)
+
+
+def test_the_replay_window_and_body_timeout_are_read() -> None:
+    text = BASE + "dbt:\n  max_event_age_seconds: 3600\n  body_timeout_seconds: 2.5\n"
+    dbt = parse_settings(text, ENV).dbt
+    assert (dbt.max_event_age_seconds, dbt.body_timeout_seconds) == (3600, 2.5)
+
+
+@pytest.mark.parametrize("key", ["max_event_age_seconds", "body_timeout_seconds"])
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_limits_must_be_positive(key: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=rf"dbt\.{key}"):
+        parse_settings(BASE + f"dbt:\n  {key}: {value}\n", ENV)
