@@ -20,7 +20,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import Receive, Scope, Send
 
 from dbt_tableau_relay import __version__
+from dbt_tableau_relay.admin import router as admin_router
 from dbt_tableau_relay.config import Settings
+from dbt_tableau_relay.dashboard import router as dashboard_router
 from dbt_tableau_relay.recorder import Recorder
 from dbt_tableau_relay.store import Store
 from dbt_tableau_relay.webhooks import WEBHOOK_PATH, WebhookContext
@@ -61,6 +63,9 @@ def create_app(
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.add_api_route("/readyz", readyz, methods=["GET"])
     app.add_api_route("/metrics", metrics, methods=["GET"])
+    # Behind the admin token (see admin.py); the routes above never are.
+    app.include_router(admin_router)
+    app.include_router(dashboard_router)
     return app
 
 

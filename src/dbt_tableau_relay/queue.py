@@ -8,16 +8,25 @@ A refresh job moves through these states:
             transient error
     sending ──permanent error──▶ failed        sending ──retries exhausted──▶ dead
     queued job that meets another queued job of the same item ──▶ merged
+    failed | dead ──replay──▶ kept as it was, plus an attempt 'replayed'; its events go to
+                              a NEW queued job of the item, or join the item's queued job
 
 New events join a job only while it is `queued`, and a job is claimed before
 it is sent, so every refresh Tableau accepts (202) started after all the
 events it serves arrived. Every transition is guarded by the lease
 (`claimed_by`): a worker whose lease ran out and was taken over changes nothing.
+
+A replay (dashboard, admin API, `dbt-tableau-relay replay`) never revives the
+old job: a job's history stays what happened. Its events are handed to a queued
+job of the item, created for them unless one is already waiting, so the
+replayed refresh too starts after every event it serves.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,13 +36,35 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dbt_tableau_relay.config import Target
-from dbt_tableau_relay.errors import TableauError
-from dbt_tableau_relay.store import Attempt, RefreshJob, RefreshJobEvent, Store, utcnow
+from dbt_tableau_relay.errors import RelayError, TableauError
+from dbt_tableau_relay.store import (
+    Attempt,
+    RefreshJob,
+    RefreshJobEvent,
+    Store,
+    queued_job_upsert,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
 RJ = RefreshJob
 FINAL_STATES = ("succeeded", "failed", "dead", "merged")
+REPLAYABLE_STATES = ("failed", "dead")
+_REPLAYED_AS = "replayed as refresh job {}"  # the 'replayed' attempt's message; parsed below
+_REPLAYED_AS_RE = re.compile(r"^replayed as refresh job (\d+)$")
+
+
+class ReplayError(RelayError):
+    """The refresh job cannot be replayed."""
+
+
+class UnknownJobError(ReplayError):
+    """There is no refresh job with that id."""
+
+
+class NotReplayableError(ReplayError):
+    """Only a failed or dead refresh job can be replayed."""
 
 
 @dataclass(frozen=True)
@@ -236,6 +267,75 @@ class RefreshQueue:
         with self.store.session(readonly=True) as session:
             return session.scalar(query) or 0
 
+    # -- replay -------------------------------------------------------------------------
+
+    def replay(self, job_id: int) -> int:
+        """Refresh a failed or dead job's item again for its events; the id of the job that will.
+
+        That is a new queued job with the old one's rule, options and
+        `last_event_at`, or the item's queued job if one is waiting (the
+        events join it, as they would have had they arrived now). The old job
+        keeps its state and history, plus an attempt 'replayed' naming the job.
+        """
+        now = utcnow()
+        with self.store.session() as session:
+            old = session.scalar(select(RJ).where(RJ.id == job_id).with_for_update())
+            if old is None:
+                raise UnknownJobError(f"refresh job {job_id} does not exist")
+            if old.state not in REPLAYABLE_STATES:
+                raise NotReplayableError(
+                    f"refresh job {job_id} is {old.state}: only failed or dead jobs can be replayed"
+                )
+            row = session.execute(queued_job_upsert(self.store.dialect), _replay_row(old, now))
+            new_id: int = row.one()[0]
+            self._link_events(session, old.id, new_id)
+            session.add(
+                Attempt(
+                    refresh_job_id=old.id,
+                    number=old.attempts,
+                    started_at=now,
+                    finished_at=now,
+                    outcome="replayed",
+                    message=_REPLAYED_AS.format(new_id),
+                )
+            )
+            old.updated_at = now
+        log.info("refresh.replayed", extra={"job_id": job_id, "as": new_id, "by": self.worker_id})
+        return new_id
+
+    def replayed_as(self, job_ids: Iterable[int]) -> dict[int, int]:
+        """Old job id -> the job its latest replay handed its events to, for those replayed."""
+        query = (
+            select(Attempt.refresh_job_id, Attempt.message)
+            .where(Attempt.refresh_job_id.in_(list(job_ids)), Attempt.outcome == "replayed")
+            .order_by(Attempt.id)
+        )
+        with self.store.session(readonly=True) as session:
+            rows = session.execute(query).all()
+        found = ((old, _REPLAYED_AS_RE.match(message or "")) for old, message in rows)
+        return {old: int(match[1]) for old, match in found if match}
+
+    def unreplayed(self, state: str = "dead") -> list[int]:
+        """Ids of the jobs in `state` that were never replayed, oldest first."""
+        replayed = select(Attempt.refresh_job_id).where(Attempt.outcome == "replayed")
+        query = select(RJ.id).where(RJ.state == state, RJ.id.notin_(replayed)).order_by(RJ.id)
+        with self.store.session(readonly=True) as session:
+            return list(session.scalars(query))
+
+    @staticmethod
+    def _link_events(session: Session, from_job: int, to_job: int) -> None:
+        """`to_job` serves `from_job`'s events too (those it does not already serve)."""
+        already = select(RefreshJobEvent.event_pk).where(RefreshJobEvent.refresh_job_id == to_job)
+        events = select(RefreshJobEvent.event_pk).where(
+            RefreshJobEvent.refresh_job_id == from_job, RefreshJobEvent.event_pk.notin_(already)
+        )
+        session.execute(
+            insert(RefreshJobEvent).from_select(
+                ["refresh_job_id", "event_pk"],
+                select(literal(to_job), events.subquery().c.event_pk),
+            )
+        )
+
     # -- helpers ----------------------------------------------------------------------
 
     def _guarded(self, session: Session, job: ClaimedJob, **values: Any) -> bool:
@@ -257,16 +357,7 @@ class RefreshQueue:
     @staticmethod
     def _merge_into(session: Session, job_id: int, other: RefreshJob) -> None:
         """The other queued job of the item will serve this job's events too."""
-        already = select(RefreshJobEvent.event_pk).where(RefreshJobEvent.refresh_job_id == other.id)
-        mine = select(RefreshJobEvent.event_pk).where(
-            RefreshJobEvent.refresh_job_id == job_id, RefreshJobEvent.event_pk.notin_(already)
-        )
-        session.execute(
-            insert(RefreshJobEvent).from_select(
-                ["refresh_job_id", "event_pk"],
-                select(literal(other.id), mine.subquery().c.event_pk),
-            )
-        )
+        RefreshQueue._link_events(session, job_id, other.id)
         session.execute(
             update(RJ)
             .where(RJ.id == job_id)
@@ -288,6 +379,25 @@ class RefreshQueue:
                 **fields,
             )
         )
+
+
+def _replay_row(old: RefreshJob, now: datetime) -> dict[str, Any]:
+    """The queued job that replays `old`: same item, rule, options and newest event time."""
+    return {
+        "target_kind": old.target_kind,
+        "target_by": old.target_by,
+        "target_ref": old.target_ref,
+        "target_key": old.target_key,
+        "rule_name": old.rule_name,
+        "incremental": old.incremental,
+        "wait": old.wait,
+        "state": "queued",
+        "attempts": 0,
+        "not_before": now,
+        "created_at": now,
+        "updated_at": now,
+        "last_event_at": old.last_event_at,
+    }
 
 
 def _code_and_message(error: TableauError | str) -> tuple[str | None, str]:

@@ -1,0 +1,325 @@
+"""The JSON admin API under `/api`, and the access rule it shares with the dashboard.
+
+Access to both (`AdminAccess`, one dependency on each router):
+
+- `admin_token` set: every request needs `Authorization: Bearer <token>`, or
+  HTTP Basic with the token as the password (any user name), so that a
+  browser can open the dashboard. Compared in constant time; 401 otherwise.
+- no token, listening on loopback only (127.0.0.1, ::1, localhost): open,
+  since only this machine can connect; requests naming another host in `Host`
+  (a proxy in front, or DNS rebinding from a web page) get 403.
+- no token, listening on anything else: 403, saying to set `admin_token`.
+
+A state-changing request (the replay POSTs) that a browser marks as sent from
+another site is refused (403) whatever the credentials: a browser sends
+cached Basic credentials with a cross-site form post too.
+
+The API answers what the store holds; it never returns a secret (settings,
+tokens). Event bodies are dbt's payloads and are shown as received.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import ipaddress
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Final, Literal
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, SecretStr
+from starlette.datastructures import Headers
+
+from dbt_tableau_relay.config import Settings
+from dbt_tableau_relay.queue import NotReplayableError, RefreshQueue, UnknownJobError
+from dbt_tableau_relay.store import RefreshJob, Store
+
+REALM: Final = "dbt-tableau-relay"
+LOOPBACK_NAMES: Final = ("localhost",)
+SAFE_METHODS: Final = ("GET", "HEAD", "OPTIONS")
+
+# -- access --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Denied:
+    status: Literal[401, 403]
+    reason: str
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: a name only this machine can connect to."""
+    host = host.strip("[]").lower()
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def presented_secret(authorization: str | None) -> bytes | None:
+    """The token of `Bearer <token>`, or the password of `Basic base64(user:password)`."""
+    scheme, _, value = (authorization or "").strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer":
+        return value.encode()
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value, validate=True)
+        except binascii.Error:
+            return None
+        return decoded.partition(b":")[2]
+    return None
+
+
+def access_denied(
+    token: SecretStr | None, listen: str, authorization: str | None, host: str | None
+) -> Denied | None:
+    """Who may see the dashboard and the API: None to serve, or why not."""
+    expected = token.get_secret_value().encode() if token else b""
+    if expected:
+        given = presented_secret(authorization)
+        if given is not None and hmac.compare_digest(given, expected):
+            return None
+        return Denied(401, "the admin token is required: send Authorization: Bearer <admin_token>")
+    if not is_loopback(listen.rpartition(":")[0]):
+        return Denied(
+            403,
+            f"the dashboard and admin API are off: the relay listens on {listen}, which other"
+            " machines can reach, and no admin_token is set. Set admin_token in relay.yml"
+            " (e.g. from an environment variable) or listen on 127.0.0.1.",
+        )
+    if not is_loopback(urlsplit(f"//{host or ''}").hostname or ""):
+        return Denied(
+            403,
+            "without an admin_token the dashboard and admin API answer only requests for a"
+            " loopback host (127.0.0.1, localhost): set admin_token to reach them otherwise",
+        )
+    return None
+
+
+def cross_site(method: str, headers: Headers) -> bool:
+    """A state-changing request that a browser says came from another site."""
+    if method in SAFE_METHODS:
+        return False
+    site = headers.get("sec-fetch-site")
+    if site is not None:
+        return site not in ("same-origin", "none")
+    origin = headers.get("origin")
+    if origin is None:
+        return False  # not sent by a browser: curl, scripts
+    return urlsplit(origin).netloc.lower() != headers.get("host", "").lower()
+
+
+class AdminAccess:
+    """The dependency guarding the dashboard and the API; `challenge` names the 401's scheme."""
+
+    def __init__(self, challenge: Literal["Bearer", "Basic"]) -> None:
+        self.challenge = f'{challenge} realm="{REALM}"'
+
+    async def __call__(self, request: Request) -> None:
+        settings: Settings = request.app.state.settings
+        headers = request.headers
+        denied = access_denied(
+            settings.admin_token, settings.listen, headers.get("authorization"), headers.get("host")
+        )
+        if denied is None and cross_site(request.method, headers):
+            denied = Denied(403, "a cross-site request may not change anything here")
+        if denied is not None:
+            challenge = {"WWW-Authenticate": self.challenge} if denied.status == 401 else None
+            raise HTTPException(denied.status, denied.reason, headers=challenge)
+
+
+# -- answers -------------------------------------------------------------------
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+class Summary(BaseModel):
+    events: dict[str, int]
+    jobs: dict[str, int]
+
+
+class EventSummary(_Out):
+    id: int
+    event_id: str | None
+    event_type: str | None
+    account_id: str | None
+    project_id: str | None
+    environment_id: str | None
+    job_id: str | None
+    run_id: str | None
+    run_status_code: int | None
+    outcome: str
+    detail: str | None
+    received_at: datetime
+    refreshes: int
+
+
+class AttemptOut(_Out):
+    number: int
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str
+    tableau_job_id: str | None
+    finish_code: int | None
+    error_code: str | None
+    message: str | None
+
+
+class JobSummary(_Out):
+    id: int
+    rule_name: str
+    target_kind: str
+    target_by: str
+    target_ref: str
+    state: str
+    incremental: bool
+    wait: bool
+    attempts: int
+    item_luid: str | None
+    tableau_job_id: str | None
+    finish_code: int | None
+    error_code: str | None
+    error: str | None
+    claimed_by: str | None
+    created_at: datetime
+    updated_at: datetime
+    not_before: datetime
+    last_event_at: datetime
+    sent_at: datetime | None
+    finished_at: datetime | None
+    replayed_as: int | None = None  # the job its latest replay handed its events to
+
+
+class JobDetail(JobSummary):
+    attempt_log: list[AttemptOut]
+    events: list[EventSummary]
+
+
+class EventDetail(EventSummary):
+    body: str
+    jobs: list[JobSummary]
+
+
+class Replayed(BaseModel):
+    job_id: int
+    replayed_as: int
+
+
+# -- routes --------------------------------------------------------------------
+
+router = APIRouter(prefix="/api", tags=["admin"], dependencies=[Depends(AdminAccess("Bearer"))])
+NOT_FOUND: Final[dict[int | str, dict[str, Any]]] = {
+    404: {"model": Problem, "description": "No such event or job"}
+}
+Limit = Annotated[int, Query(ge=1, le=500)]
+# store.JOB_STATES as a type, so that an unknown ?state= is a 422 that lists the valid ones.
+JobState = Literal["queued", "sending", "following", "succeeded", "failed", "dead", "merged"]
+
+
+def store_of(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def replay_job(request: Request, job_id: int, by: str) -> int:
+    """Replay in the app's store, and wake its worker (if it runs one) to send it now."""
+    new_id = RefreshQueue(store_of(request), by).replay(job_id)
+    worker = getattr(request.app.state, "worker", None)
+    if worker is not None:
+        worker.wake()
+    return new_id
+
+
+def job_summaries(store: Store, jobs: list[RefreshJob]) -> list[JobSummary]:
+    replays = RefreshQueue(store, "api").replayed_as(j.id for j in jobs) if jobs else {}
+    return [
+        JobSummary.model_validate(j).model_copy(update={"replayed_as": replays.get(j.id)})
+        for j in jobs
+    ]
+
+
+@router.get("/summary")
+def summary(request: Request) -> Summary:
+    """Events by outcome and refresh jobs by state, every known one present."""
+    store = store_of(request)
+    return Summary(events=store.counts_by_outcome(), jobs=store.counts_by_state())
+
+
+@router.get("/events")
+def list_events(
+    request: Request, limit: Limit = 50, offset: Annotated[int, Query(ge=0)] = 0
+) -> list[EventSummary]:
+    """Received events, newest first."""
+    events = store_of(request).list_events(limit=limit, offset=offset)
+    return [EventSummary.model_validate(e) for e in events]
+
+
+@router.get("/events/{event_pk}", responses=NOT_FOUND)
+def get_event(request: Request, event_pk: int) -> EventDetail:
+    """One event with its body and the refresh jobs that serve it."""
+    store = store_of(request)
+    event = store.get_event(event_pk)
+    if event is None:
+        raise HTTPException(404, f"event {event_pk} does not exist")
+    summary = EventSummary.model_validate(event)
+    return EventDetail(
+        **summary.model_dump(), body=event.body, jobs=job_summaries(store, event.jobs)
+    )
+
+
+@router.get("/jobs")
+def list_jobs(
+    request: Request,
+    state: JobState | None = None,
+    limit: Limit = 50,
+) -> list[JobSummary]:
+    """Refresh jobs, newest first, optionally of one state."""
+    store = store_of(request)
+    return job_summaries(store, store.list_jobs(state=state, limit=limit))
+
+
+@router.get("/jobs/{job_id}", responses=NOT_FOUND)
+def get_job(request: Request, job_id: int) -> JobDetail:
+    """One refresh job with every attempt and the events it serves."""
+    store = store_of(request)
+    job = store.get_job(job_id)
+    if job is None:
+        raise HTTPException(404, f"refresh job {job_id} does not exist")
+    [summary] = job_summaries(store, [job])
+    return JobDetail(
+        **summary.model_dump(),
+        attempt_log=[AttemptOut.model_validate(a) for a in job.attempt_log],
+        events=[EventSummary.model_validate(e) for e in job.events],
+    )
+
+
+@router.post(
+    "/jobs/{job_id}/replay",
+    status_code=202,
+    responses={**NOT_FOUND, 409: {"model": Problem, "description": "Not failed or dead"}},
+)
+def replay(request: Request, job_id: int) -> Replayed:
+    """Refresh a failed or dead job's item again for its events.
+
+    `replayed_as` is the queued job that will: a new one, or the item's queued
+    job, which the events join. The old job keeps its state and history.
+    """
+    try:
+        new_id = replay_job(request, job_id, by="api")
+    except UnknownJobError as exc:
+        raise HTTPException(404, str(exc)) from None
+    except NotReplayableError as exc:
+        raise HTTPException(409, str(exc)) from None
+    return Replayed(job_id=job_id, replayed_as=new_id)
