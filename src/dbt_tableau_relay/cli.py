@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -17,6 +17,9 @@ from dbt_tableau_relay.config import Settings, Target, load_settings
 from dbt_tableau_relay.errors import ConfigError, RelayError, TableauError
 from dbt_tableau_relay.tableau import TableauClient, TableauJob
 from dbt_tableau_relay.targets import project_paths
+
+if TYPE_CHECKING:
+    from dbt_tableau_relay.queue import RefreshQueue
 
 
 @click.group(
@@ -237,6 +240,51 @@ def worker(ctx: click.Context) -> None:
     settings = settings_of(ctx)
     with reported_errors():
         work(settings)
+
+
+@main.command()
+@click.argument("job_ids", metavar="[ID]...", nargs=-1, type=int)
+@click.option("--dead", is_flag=True, help="Also every dead job not replayed yet.")
+@click.pass_context
+def replay(ctx: click.Context, job_ids: tuple[int, ...], dead: bool) -> None:
+    """Refresh the items of failed or dead refresh jobs again, for their events.
+
+    Works on the configured database directly; a running worker sends the new
+    jobs at its next look. Prints `OLD -> NEW` for each job replayed.
+    """
+    from dbt_tableau_relay.queue import RefreshQueue
+    from dbt_tableau_relay.store import Store
+
+    if not job_ids and not dead:
+        raise click.UsageError("give the ids of the jobs to replay, or --dead")
+    settings = settings_of(ctx)
+    with reported_errors():
+        store = Store(settings.database_url)
+        try:
+            store.migrate()
+            queue = RefreshQueue(store, "cli")
+            ids = list(dict.fromkeys([*job_ids, *(queue.unreplayed("dead") if dead else [])]))
+            failures = _replay_each(queue, ids)
+        finally:
+            store.dispose()
+    if not ids:
+        click.echo("no dead refresh jobs to replay")
+    if failures:
+        fail(f"{failures} of {len(ids)} job(s) could not be replayed")
+
+
+def _replay_each(queue: RefreshQueue, job_ids: list[int]) -> int:
+    """Replay each job, printing `OLD -> NEW`; how many could not be replayed."""
+    from dbt_tableau_relay.queue import ReplayError
+
+    failures = 0
+    for job_id in job_ids:
+        try:
+            click.echo(f"{job_id} -> {queue.replay(job_id)}")
+        except ReplayError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            failures += 1
+    return failures
 
 
 @main.command()
