@@ -78,6 +78,69 @@ _STATUSES: Final[dict[int, Literal["success", "error", "cancelled"]]] = {
 }
 
 
+# 2**63 - 1 as a JSON Schema `maximum` would be rendered as a float, 2**63, in OpenAPI.
+_BIGINT_SCHEMA: Final = {"type": "integer", "minimum": 0, "description": "at most 2**63 - 1"}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+_ID_SCHEMA: Final = _nullable(
+    {
+        "anyOf": [
+            {"type": "string", "maxLength": MAX_ID_LENGTH},
+            _BIGINT_SCHEMA,
+        ]
+    }
+)
+_TEXT_SCHEMA: Final = _nullable({"type": "string"})
+_TIME_SCHEMA: Final = _nullable({"type": "string", "format": "date-time"})
+
+# What `parse_event` accepts, as JSON Schema: the request body in the OpenAPI
+# description. Documentation, not the check: the parser is the check.
+EVENT_SCHEMA: Final[dict[str, Any]] = {
+    "title": "DbtCloudEvent",
+    "description": "A dbt Cloud job webhook. Unknown fields are ignored.",
+    "type": "object",
+    "required": ["eventId", "eventType", "timestamp", "data"],
+    "properties": {
+        "eventId": {
+            "anyOf": [
+                {"type": "string", "minLength": 1, "maxLength": MAX_EVENT_ID_LENGTH},
+                _BIGINT_SCHEMA,
+            ]
+        },
+        "eventType": {"enum": list(EVENT_TYPES)},
+        "timestamp": {"type": "string", "format": "date-time"},
+        "accountId": _ID_SCHEMA,
+        "webhookId": _ID_SCHEMA,
+        "webhooksID": _ID_SCHEMA,
+        "webhookName": _TEXT_SCHEMA,
+        "data": {
+            "type": "object",
+            "properties": {
+                **dict.fromkeys(["jobId", "runId", "environmentId", "projectId"], _ID_SCHEMA),
+                **dict.fromkeys(
+                    ["jobName", "environmentName", "projectName", "runStatus", "runReason"],
+                    _TEXT_SCHEMA,
+                ),
+                "dbtVersion": _TEXT_SCHEMA,
+                "runStatusCode": _nullable(
+                    {
+                        "anyOf": [
+                            {"type": "integer", "minimum": 0, "maximum": _MAX_STATUS_CODE},
+                            {"type": "string", "pattern": r"^\s*\d{1,10}\s*$"},
+                        ]
+                    }
+                ),
+                **dict.fromkeys(["runStartedAt", "runFinishedAt", "runErroredAt"], _TIME_SCHEMA),
+            },
+        },
+    },
+}
+
+
 def parse_event(body: bytes | str) -> DbtEvent:
     """Parse a webhook body; raise MalformedEventError if it is not a dbt event."""
     root = _load_object(body)
@@ -112,6 +175,8 @@ def parse_event(body: bytes | str) -> DbtEvent:
 
 
 def _load_object(body: bytes | str) -> dict[str, Any]:
+    if isinstance(body, bytes | bytearray):
+        body = _utf8(body)
     try:
         root = json.loads(body)
     except RecursionError:
@@ -123,6 +188,20 @@ def _load_object(body: bytes | str) -> dict[str, Any]:
     if not isinstance(root, dict):
         raise MalformedEventError(f"body must be a JSON object, got {_kind(root)}")
     return root
+
+
+def _utf8(body: bytes | bytearray) -> str:
+    """JSON between systems is UTF-8 (RFC 8259), which dbt sends, and the relay stores as text.
+
+    `json.loads` would also take UTF-16 and UTF-32 bytes, and lone surrogates:
+    such a body would parse, then be stored as unreadable text.
+    """
+    try:
+        return body.decode("utf-8-sig")  # a byte order mark is harmless: ignore it
+    except UnicodeDecodeError as exc:
+        raise MalformedEventError(
+            f"body is not JSON: not UTF-8 (invalid byte at position {exc.start})"
+        ) from None
 
 
 def _event_id(root: Mapping[str, Any]) -> str:

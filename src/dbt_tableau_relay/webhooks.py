@@ -3,7 +3,8 @@
 dbt Cloud waits 10 seconds and retries on anything but a 2xx, so the
 endpoint answers as soon as the event is durably stored: 202 queued, 200
 duplicate or ignored, 400 signed-but-not-an-event (stored as 'invalid'),
-401 unsigned, 413 too large, 503 when the store failed (dbt retries).
+401 unsigned, 408 body too slow, 413 too large, 422 signed but outside the
+replay window (not stored), 503 when the store failed (dbt retries).
 """
 
 from __future__ import annotations
@@ -15,17 +16,21 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from datetime import datetime
+from typing import Any, Final, Literal
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request, Security
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader
 from prometheus_client import Counter, Histogram
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from dbt_tableau_relay.config import Rule, Settings
 from dbt_tableau_relay.errors import MalformedEventError
-from dbt_tableau_relay.events import DbtEvent, parse_event
+from dbt_tableau_relay.events import EVENT_SCHEMA, DbtEvent, parse_event
 from dbt_tableau_relay.recorder import Recorded, Recorder, Submission
 from dbt_tableau_relay.rules import match
 from dbt_tableau_relay.store import utcnow
@@ -35,6 +40,10 @@ router = APIRouter()
 
 MAX_BODY_BYTES: Final = 1024 * 1024
 RECORD_TIMEOUT: Final = 8.0  # seconds: answer 503 before dbt's 10 s delivery window ends
+# dbt sends a body at once; a body still trickling in after this is a slow-drip attack.
+BODY_TIMEOUT: Final = 10.0
+# How far ahead of the relay's clock an event's timestamp may be, when a replay window is set.
+MAX_CLOCK_SKEW: Final = 60.0
 OUTCOMES: Final = (
     "accepted",
     "duplicate",
@@ -42,6 +51,8 @@ OUTCOMES: Final = (
     "invalid",
     "unauthorized",
     "too_large",
+    "timeout",
+    "stale",
     "error",
 )
 WEBHOOKS = Counter("relay_webhooks", "dbt Cloud webhook deliveries, by outcome.", ["outcome"])
@@ -62,6 +73,8 @@ class WebhookContext:
     rules: tuple[Rule, ...]
     recorder: Recorder
     max_body: int = MAX_BODY_BYTES
+    body_timeout: float = BODY_TIMEOUT
+    max_event_age: float | None = None  # None: no replay window
 
     @classmethod
     def from_settings(cls, settings: Settings, recorder: Recorder) -> WebhookContext:
@@ -70,11 +83,21 @@ class WebhookContext:
         usable = tuple(s for s in secrets if s)
         if not usable:
             log.warning("webhook.no_secrets", extra={"detail": "every delivery will get 401"})
-        return cls(usable, settings.rules, recorder)
+        return cls(
+            usable,
+            settings.rules,
+            recorder,
+            body_timeout=settings.dbt.body_timeout_seconds,
+            max_event_age=settings.dbt.max_event_age_seconds,
+        )
 
 
 class BodyTooLarge(Exception):
     """Control flow inside this module: the body passed the size limit."""
+
+
+class BodyTimeout(Exception):
+    """Control flow inside this module: the body did not arrive in time."""
 
 
 def verify_signature(body: bytes, authorization: str | None, secrets: Sequence[bytes]) -> bool:
@@ -98,11 +121,24 @@ def sign(body: bytes, secret: str | bytes) -> str:
     return hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, or BodyTooLarge as soon as it is known to pass `limit`."""
+async def read_body(request: Request, limit: int, timeout: float = BODY_TIMEOUT) -> bytes:
+    """The whole body, at most `limit` bytes, read within `timeout` seconds.
+
+    Raises BodyTooLarge as soon as the body is known to pass `limit`,
+    BodyTimeout when it is not all there in time, and Starlette's
+    ClientDisconnect when the client leaves before the end.
+    """
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read_chunks(request, limit)
+    except TimeoutError:
+        raise BodyTimeout from None
+
+
+async def _read_chunks(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -143,26 +179,135 @@ router.routes.append(
 )
 
 
+# -- the endpoint's OpenAPI description ----------------------------------------
+# A bare Route is invisible to FastAPI's schema. The APIRoute below describes
+# it; it comes after the bare Route, so routing never reaches it (and if it
+# did, it would answer the same way).
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WebhookQueued(_Answer):
+    status: Literal["queued"]
+    event_id: str
+    refreshes_queued: int = Field(ge=0)
+
+
+class WebhookNotQueued(_Answer):
+    status: Literal["duplicate", "ignored"]
+    event_id: str
+    refreshes_queued: int = Field(ge=0)
+
+
+class WebhookRefused(_Answer):
+    error: str
+
+
+class WebhookRefusedEvent(_Answer):
+    error: str
+    event_id: str | None
+
+
+def _answer_doc(model: type[_Answer], description: str, **headers: str) -> dict[str, Any]:
+    doc: dict[str, Any] = {"model": model, "description": description}
+    if headers:
+        doc["headers"] = {
+            k: {"description": v, "schema": {"type": "string"}} for k, v in headers.items()
+        }
+    return doc
+
+
+_CLOSES = {"Connection": "close: the rest of the body is not read"}
+_ANSWERS: Final[dict[int | str, dict[str, Any]]] = {
+    202: _answer_doc(WebhookQueued, "Stored; refreshes queued (or joined to a queued one)."),
+    200: _answer_doc(
+        WebhookNotQueued, "A duplicate eventId (nothing created), or no rule matches."
+    ),
+    400: _answer_doc(WebhookRefused, "Signed, but not a dbt Cloud event: stored as 'invalid'."),
+    401: _answer_doc(WebhookRefused, "Missing or wrong signature: nothing stored."),
+    408: _answer_doc(WebhookRefused, "The body did not arrive in time: nothing stored.", **_CLOSES),
+    413: _answer_doc(WebhookRefused, "The body is larger than 1 MiB: nothing stored.", **_CLOSES),
+    422: _answer_doc(WebhookRefusedEvent, "Signed, but outside the replay window: not stored."),
+    503: _answer_doc(
+        WebhookRefusedEvent,
+        "The database failed or was too slow: nothing stored; dbt Cloud retries.",
+        **{"Retry-After": "seconds to wait"},
+    ),
+}
+_SIGNATURE = APIKeyHeader(
+    name="Authorization",
+    scheme_name="dbtWebhookSignature",
+    description="The lowercase hex HMAC-SHA256 of the raw body, keyed with a webhook secret.",
+    auto_error=False,
+)
+
+
+@router.post(
+    WEBHOOK_PATH,
+    status_code=202,
+    response_model=None,
+    responses=_ANSWERS,
+    summary="Receive a dbt Cloud job webhook",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": EVENT_SCHEMA}},
+        }
+    },
+)
+async def documented_webhook(
+    request: Request, signature: str | None = Security(_SIGNATURE)
+) -> Response:
+    """Verify the signature, record the event, answer; the worker refreshes Tableau later."""
+    return await receive_dbt_webhook(request)
+
+
 async def _receive(request: Request, ctx: WebhookContext) -> JSONResponse:
     received_at = utcnow()
     authorization = request.headers.get("authorization")
     if authorization is None:
         return _unauthorized(request, "missing Authorization header")
     try:
-        body = await read_body(request, ctx.max_body)
+        body = await read_body(request, ctx.max_body, ctx.body_timeout)
     except BodyTooLarge:
         return _too_large(request, ctx.max_body)
+    except BodyTimeout:
+        return _too_slow(request, ctx.body_timeout)
+    except ClientDisconnect:
+        return _disconnected(request)
     if not verify_signature(body, authorization, ctx.secrets):
         return _unauthorized(request, "signature does not match")
     try:
         event = parse_event(body)
     except MalformedEventError as exc:
         return await _invalid(ctx, Submission(body, received_at, error=str(exc)))
+    if problem := replay_problem(event.timestamp, received_at, ctx.max_event_age):
+        return _stale(request, event, problem)
     submission = Submission(body, received_at, event, match(ctx.rules, event))
     recorded = await _record(ctx, submission)
     if recorded is None:
         return _unavailable(event.event_id)
     return _answer(event, recorded)
+
+
+def replay_problem(
+    timestamp: datetime, now: datetime, max_age: float | None, skew: float = MAX_CLOCK_SKEW
+) -> str | None:
+    """Why an event's timestamp is outside the replay window, or None if it is inside.
+
+    No window (`max_age` None) lets every timestamp in. The future is allowed
+    `skew` seconds, for clocks that disagree a little.
+    """
+    if max_age is None:
+        return None
+    age = (now - timestamp).total_seconds()
+    if age > max_age:
+        return f"event timestamp is {age:.0f} s old, older than the {max_age:g} s replay window"
+    if -age > skew:
+        return f"event timestamp is {-age:.0f} s in the future, more than {skew:g} s of clock skew"
+    return None
 
 
 async def _record(ctx: WebhookContext, submission: Submission) -> Recorded | None:
@@ -222,6 +367,29 @@ def _too_large(request: Request, limit: int) -> JSONResponse:
     return JSONResponse(
         {"error": f"body larger than {limit} bytes"}, status_code=413, headers=headers
     )
+
+
+def _too_slow(request: Request, timeout: float) -> JSONResponse:
+    log.warning("webhook.body_timeout", extra={"timeout": timeout, "client": _client(request)})
+    WEBHOOKS.labels("timeout").inc()
+    return JSONResponse(
+        {"error": f"body not received within {timeout:g} s"},
+        status_code=408,
+        headers={"Connection": "close"},  # the rest of the body may still be on its way
+    )
+
+
+def _disconnected(request: Request) -> JSONResponse:
+    # Nobody reads this answer; it only ends the request without an error trace.
+    log.info("webhook.disconnected", extra={"client": _client(request)})
+    return JSONResponse({"error": "client disconnected before the body was complete"}, 400)
+
+
+def _stale(request: Request, event: DbtEvent, problem: str) -> JSONResponse:
+    extra = {"event_id": event.event_id, "reason": problem, "client": _client(request)}
+    log.warning("webhook.stale", extra=extra)
+    WEBHOOKS.labels("stale").inc()
+    return JSONResponse({"error": problem, "event_id": event.event_id}, status_code=422)
 
 
 def _unavailable(event_id: str | None) -> JSONResponse:

@@ -365,7 +365,7 @@ def test_health_ready_and_metrics(relay: Relay) -> None:
     metrics = relay.client.get("/metrics")
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")
-    for outcome in ("accepted", "duplicate", "ignored", "invalid", "unauthorized", "too_large"):
+    for outcome in webhooks_module.OUTCOMES:
         assert f'relay_webhooks_total{{outcome="{outcome}"}}' in metrics.text
 
 
@@ -390,6 +390,8 @@ def test_counters_count_each_outcome(relay: Relay) -> None:
         "invalid": 1,
         "ignored": 1,
         "too_large": 0,
+        "timeout": 0,
+        "stale": 0,
         "error": 0,
     }
 

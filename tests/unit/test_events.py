@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dbt_tableau_relay.errors import MalformedEventError
-from dbt_tableau_relay.events import parse_event
+from dbt_tableau_relay.events import DbtEvent, parse_event
 
 # dbt's documented sample bodies, kept with the tests so a fresh clone runs them.
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "dbt-cloud"
@@ -227,3 +227,184 @@ def test_arbitrary_json_parses_or_raises_malformed_only(doc: Any) -> None:
         assert event.timestamp.tzinfo == UTC
         assert isinstance(event.event_id, str)
         assert event.event_id.isprintable()
+
+
+# -- hostile input: encodings, numbers, nesting, and the parser's invariants ----------
+
+SAMPLE = (FIXTURES / "job.run.completed.json").read_bytes()
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32", "utf-32-be"])
+def test_an_event_in_another_unicode_encoding_is_refused_as_not_utf8(encoding: str) -> None:
+    """json.loads would take these; the relay stores bodies as UTF-8 text, so it must not."""
+    with pytest.raises(MalformedEventError, match="body is not JSON"):
+        parse_event(SAMPLE.decode().encode(encoding))
+
+
+def test_a_utf8_byte_order_mark_is_ignored() -> None:
+    assert parse_event(b"\xef\xbb\xbf" + SAMPLE).event_id == "wev_2L6ZDoilyiWzKkSA59Gmc2d7FDD"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80", b"\xff", b"\xe2\x82"],
+    ids=["lone-surrogate", "overlong", "above-u10ffff", "invalid-byte", "truncated"],
+)
+def test_invalid_utf8_inside_a_string_is_refused_naming_its_position(raw: bytes) -> None:
+    broken = SAMPLE.replace(b"Daily Job", b"Daily " + raw + b"Job")
+    position = broken.index(raw)
+    with pytest.raises(MalformedEventError, match=f"not UTF-8 .*position {position}"):
+        parse_event(broken)
+
+
+def test_an_escaped_lone_surrogate_in_an_id_is_refused() -> None:
+    with pytest.raises(MalformedEventError, match=r"'data\.jobId' contains control or unpaired"):
+        parse_event(SAMPLE.replace(b'"jobId": "123"', b'"jobId": "12\\ud800"'))
+
+
+@pytest.mark.parametrize(
+    "literal", [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-0.0", b"1e-400", b"0.0"]
+)
+def test_odd_number_literals_in_an_id_are_refused(literal: bytes) -> None:
+    with pytest.raises(MalformedEventError, match="'accountId'"):
+        parse_event(SAMPLE.replace(b'"accountId": 1', b'"accountId": ' + literal))
+
+
+def test_odd_number_literals_in_unknown_fields_are_ignored() -> None:
+    raw = SAMPLE.replace(b'"accountId": 1,', b'"accountId": 1, "x": [NaN, Infinity, 1e400, -0],')
+    assert parse_event(raw).account_id == "1"
+
+
+def _parse_or_reason(raw: bytes) -> DbtEvent | str:
+    """The event, or the refusal's message: for properties where either is fine."""
+    try:
+        return parse_event(raw)
+    except MalformedEventError as exc:
+        return str(exc)
+
+
+def _mutate(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    copy = json.loads(json.dumps(doc))
+    target = copy
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return copy
+
+
+_FIELDS = [
+    *[(key,) for key in ("eventId", "eventType", "timestamp", "accountId", "webhookId", "data")],
+    *[("data", key) for key in ("jobId", "runId", "runStatusCode", "runStartedAt", "jobName")],
+]
+_big_ints = st.integers(min_value=-(2**80), max_value=2**80) | st.sampled_from(
+    [2**63 - 1, 2**63, -1, 0, 2**31 - 1, 2**31, 10**4000]
+)
+_any_value = st.none() | st.booleans() | _big_ints | st.floats() | st.text(max_size=200)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(_FIELDS), _any_value | st.lists(_any_value, max_size=3))
+def test_one_field_replaced_by_anything_parses_or_is_refused_naming_that_field(
+    path: tuple[str, ...], value: Any
+) -> None:
+    doc = _mutate(fixture("job.run.completed"), path, value)
+    event = _parse_or_reason(body(doc))
+    if isinstance(event, str):
+        assert f"'{'.'.join(path)}'" in event
+    else:
+        assert event.run_id == ("12345" if path != ("data", "runId") else event.run_id)
+        assert event.event_id.isprintable()
+        assert event.timestamp.tzinfo == UTC
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(min_value=1, max_value=20_000), st.sampled_from([b"[", b'{"a":']))
+def test_deep_nesting_in_an_unknown_field_is_parsed_or_refused_never_crashes(
+    depth: int, opener: bytes
+) -> None:
+    closer = b"]" if opener == b"[" else b"}"
+    nested = opener * depth + b"1" + closer * depth
+    raw = SAMPLE.replace(b'"accountId": 1,', b'"accountId": 1, "deep": ' + nested + b",")
+    event = _parse_or_reason(raw)
+    if isinstance(event, str):
+        assert "nested too deeply" in event
+    else:
+        assert event.account_id == "1"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet="0123456789", min_size=1, max_size=6000), st.sampled_from(_FIELDS))
+def test_huge_number_literals_anywhere_are_parsed_or_refused(
+    digits: str, path: tuple[str, ...]
+) -> None:
+    marker = "__number__"
+    doc = _mutate(fixture("job.run.completed"), path, marker)
+    number = digits.lstrip("0") or "0"
+    event = _parse_or_reason(json.dumps(doc).replace(f'"{marker}"', number).encode())
+    if not isinstance(event, str) and path == ("accountId",):
+        assert event.account_id == number
+
+
+_ids = st.integers(min_value=0, max_value=2**63 - 1) | st.from_regex(
+    r"[A-Za-z0-9_]{1,40}", fullmatch=True
+)
+_times = st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+)
+
+
+@st.composite
+def _dbt_events(draw: st.DrawFn) -> dict[str, Any]:
+    """Bodies in the shape dbt sends, with the variations it is known to use."""
+    data = {
+        "jobId": draw(_ids),
+        "runId": draw(_ids),
+        "environmentId": draw(_ids),
+        "projectId": draw(_ids),
+        "runStatusCode": draw(st.sampled_from([3, 10, 20, 30, "10", " 20 "])),
+        "runStartedAt": draw(_times).isoformat(),
+        "jobName": draw(st.text(max_size=50)),
+    }
+    return {
+        "eventId": draw(st.from_regex(r"wev_[A-Za-z0-9]{1,27}", fullmatch=True)),
+        "eventType": draw(st.sampled_from(["job.run.started", "job.run.completed"])),
+        "timestamp": draw(_times).isoformat().replace("+00:00", "Z"),
+        "accountId": draw(_ids),
+        draw(st.sampled_from(["webhookId", "webhooksID"])): draw(_ids),
+        "data": data,
+    }
+
+
+@settings(max_examples=150, deadline=None)
+@given(_dbt_events())
+def test_every_dbt_shaped_event_parses_with_its_ids_as_strings(doc: dict[str, Any]) -> None:
+    event = parse_event(body(doc))
+    data = doc["data"]
+    assert event.event_id == doc["eventId"]
+    assert event.account_id == str(doc["accountId"])
+    assert event.webhook_id == str(doc.get("webhookId", doc.get("webhooksID")))
+    assert (event.job_id, event.run_id) == (str(data["jobId"]), str(data["runId"]))
+    assert event.run_status_code == int(data["runStatusCode"])
+    assert event.timestamp == datetime.fromisoformat(doc["timestamp"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    _dbt_events(),
+    st.sampled_from([None, 0, 2, "\t"]),
+    st.booleans(),
+    st.booleans(),
+)
+def test_formatting_of_the_same_document_does_not_change_the_event(
+    doc: dict[str, Any], indent: int | str | None, ensure_ascii: bool, sort_keys: bool
+) -> None:
+    """Whitespace, key order and \\u escapes are JSON spelling, not content."""
+    spelled = json.dumps(doc, indent=indent, ensure_ascii=ensure_ascii, sort_keys=sort_keys)
+    assert parse_event(spelled.encode()) == parse_event(body(doc))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(min_size=1, max_size=8), st.integers(min_value=0, max_value=len(SAMPLE)))
+def test_bytes_spliced_into_a_valid_body_parse_or_are_refused(junk: bytes, at: int) -> None:
+    with contextlib.suppress(MalformedEventError):
+        parse_event(SAMPLE[:at] + junk + SAMPLE[at:])
