@@ -84,6 +84,7 @@ class Auth:
         self._app = connected_app
         self.session_ttl = session_ttl
         self._sessions: dict[str, Session] = {}
+        self.issued: list[str] = []  # every token ever handed out, for leak tests
         self._seen_jtis: set[str] = set()
 
     def sign_in(self, credentials: Mapping[str, Any]) -> Session:
@@ -154,6 +155,7 @@ class Auth:
         token = f"{secrets.token_urlsafe(16)}|{secrets.token_urlsafe(24)}|{self.site_luid}"
         session = Session(token, method, user, pat_name, time.time() + self.session_ttl)
         self._sessions[token] = session
+        self.issued.append(token)
         return session
 
     def _jwt_user(self, token: str) -> str:

@@ -147,6 +147,11 @@ class Emulator:
         with self._state.lock:
             return self._state.content.republish(kind, path, str(uuid.uuid4())).luid
 
+    def issued_tokens(self) -> list[str]:
+        """Every session token this emulator handed out: tests grep outputs for them."""
+        with self._state.lock:
+            return list(self._state.auth.issued)
+
     def set_refresh_outcome(
         self, luid: str, finish_code: int = 1, notes: str | None = None
     ) -> None:

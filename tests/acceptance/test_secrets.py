@@ -1,0 +1,228 @@
+"""Secrets never leak: a full run with faults, every output grepped.
+
+The relay runs as `serve` at DEBUG level (the most it ever says), takes
+signed and forged deliveries, meets 5xx, an HTML 429, and a Tableau that ends
+every session; then every output a person or a machine can read is searched
+for the webhook secrets, the PAT secret, the admin token and every Tableau
+session token the emulator handed out: the relay's log, every HTTP answer it
+gives (health, metrics, the admin API and the dashboard), the database, and
+the CLI's own output.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from dbt_tableau_relay.emulator import Emulator
+from dbt_tableau_relay.samples import post_event, sample_event
+
+WEBHOOK_SECRET = "whsec-live-7f3a9c21d4e8"
+OLD_WEBHOOK_SECRET = "whsec-old-0b5e6d7c8a9f"
+PAT_SECRET = "pat-live-Qm9yZXN0LWdyZWVu"
+ADMIN_TOKEN = "admin-live-5c1e0d9b8a7f"
+PAT_NAME = "relay-prod"
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: object, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def write_config(folder: Path, tableau_url: str, port: int) -> Path:
+    config = folder / "relay.yml"
+    config.write_text(
+        f"""
+database_url: sqlite:///{folder / "relay.db"}
+listen: 127.0.0.1:{port}
+admin_token: "{{{{ env_var('RELAY_ADMIN_TOKEN') }}}}"
+dbt:
+  webhook_secrets:
+    - "{{{{ env_var('DBT_WEBHOOK_SECRET') }}}}"
+    - "{{{{ env_var('DBT_WEBHOOK_SECRET_OLD') }}}}"
+tableau:
+  server_url: {tableau_url}
+  site: marketing
+  token_name: {PAT_NAME}
+  token_secret: "{{{{ env_var('TABLEAU_TOKEN_SECRET') }}}}"
+rules:
+  - name: sales
+    on: {{job_id: 101}}
+    refresh: [{{workbook: Sales/Executive Overview}}, {{datasource: Finance/Legacy Ledger}}]
+  - name: live
+    on: {{job_id: 404}}
+    refresh: [{{datasource: Sales/Live Inventory}}]
+worker: {{poll_interval: 0.1, retry_base_seconds: 0.1, busy_retry_seconds: 0.3}}
+"""
+    )
+    return config
+
+
+ENV = {
+    "DBT_WEBHOOK_SECRET": WEBHOOK_SECRET,
+    "DBT_WEBHOOK_SECRET_OLD": OLD_WEBHOOK_SECRET,
+    "TABLEAU_TOKEN_SECRET": PAT_SECRET,
+    "RELAY_ADMIN_TOKEN": ADMIN_TOKEN,
+}
+
+
+def test_no_secret_reaches_any_output(tmp_path: Path) -> None:
+    with Emulator(
+        site="marketing", pat_name=PAT_NAME, pat_secret=PAT_SECRET, job_duration=0.3
+    ) as emu:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        config = write_config(tmp_path, emu.url, port)
+        log_path = tmp_path / "serve.log"
+        with log_path.open("w") as log:
+            relay = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "dbt_tableau_relay",
+                    "--config",
+                    str(config),
+                    "--log-level",
+                    "DEBUG",
+                    "--log-format",
+                    "json",
+                    "serve",
+                ],
+                env=os.environ | ENV,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_for(lambda: _up(url))
+            answers = exercise(url, emu)
+        finally:
+            relay.send_signal(signal.SIGTERM)
+            relay.wait(30)
+        cli_output = run_cli(config, emu)
+        tokens = emu.issued_tokens()
+        site_luid = emu.site_luid
+
+    outputs = {
+        "relay log": log_path.read_text(),
+        "HTTP answers": "\n".join(answers),
+        "database": dump(tmp_path / "relay.db"),
+        "CLI output": cli_output,
+    }
+    assert len(tokens) >= 2  # the sessions ended mid-run, so the relay signed in again
+    assert "webhook.unauthorized" in outputs["relay log"]  # the log did speak
+    for where, text in outputs.items():
+        for name, secret in [
+            ("webhook secret", WEBHOOK_SECRET),
+            ("old webhook secret", OLD_WEBHOOK_SECRET),
+            ("PAT secret", PAT_SECRET),
+            ("admin token", ADMIN_TOKEN),
+            *((f"session token {n}", t) for n, t in enumerate(tokens)),
+        ]:
+            assert secret not in text, f"the {name} appears in the {where}"
+            # A token's random parts, in case one is logged alone (the site LUID is public).
+            for part in set(secret.split("|")) - {site_luid}:
+                assert part not in text, f"part of the {name} in the {where}"
+
+
+def exercise(url: str, emu: Emulator) -> list[str]:
+    """Deliveries of every kind, Tableau faults, and every read-only HTTP answer."""
+    hook = f"{url}/webhooks/dbt"
+    answers = []
+    emu.faults.fail(count=2, status=503)
+    emu.faults.rate_limit(count=1, retry_after=0.2)
+    for job_id, secret in [(101, WEBHOOK_SECRET), (404, OLD_WEBHOOK_SECRET), (101, "forged")]:
+        answers.append(post_event(hook, sample_event("completed", job_id=job_id), secret).text)
+    answers.append(requests.post(hook, data=b"{not json", timeout=5).text)
+    wait_for(lambda: len(emu.refresh_posts()) >= 2)
+    emu.invalidate_sessions()
+    answers.append(
+        post_event(hook, sample_event("completed", job_id=101, run_id=2), WEBHOOK_SECRET).text
+    )
+    wait_for(lambda: len([r for r in emu.refresh_posts() if r.status == 202]) >= 3)
+    time.sleep(1.0)  # let the refreshes be followed to their finish codes
+    bearer = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/",
+        "/api/summary",
+        "/api/jobs",
+        "/api/events",
+    ]:
+        answer = requests.get(f"{url}{path}", headers=bearer, timeout=5)
+        answers.append(answer.text)
+        answers.append(str(answer.headers))
+    return answers
+
+
+def run_cli(config: Path, emu: Emulator) -> str:
+    env = os.environ | ENV
+    outputs = []
+    for args in (
+        ["check"],
+        ["tableau", "list", "workbooks"],
+        ["refresh", "--workbook", "Sales/Executive Overview", "--wait"],
+        ["refresh", "--datasource", "Sales/Live Inventory"],
+    ):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dbt_tableau_relay",
+                "--config",
+                str(config),
+                "--log-level",
+                "DEBUG",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        outputs += [result.stdout, result.stderr]
+    wrong = config.parent / "wrong.yml"
+    wrong.write_text(config.read_text().replace("token_secret:", "token_secret: x\n  bad:"))
+    result = subprocess.run(
+        [sys.executable, "-m", "dbt_tableau_relay", "--config", str(wrong), "check"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    outputs += [result.stdout, result.stderr]
+    return "\n".join(outputs)
+
+
+def dump(database: Path) -> str:
+    with sqlite3.connect(database) as conn:
+        return "\n".join(conn.iterdump())
+
+
+def _up(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/healthz", timeout=1).ok
+    except requests.ConnectionError:
+        return False
