@@ -94,7 +94,7 @@ def replay(request: Request, job_id: int) -> Response:
         status = 404 if isinstance(exc, UnknownJobError) else 409
         return HTMLResponse(render_message(str(exc)), status_code=status, headers=HEADERS)
     root = request.scope.get("root_path", "").rstrip("/")
-    return RedirectResponse(f"{root}/?replayed={job_id}&to={new_id}#job-{new_id}", 303)
+    return RedirectResponse(f"{root}/?replayed={job_id}&to={new_id}", 303)
 
 
 # -- rendering -----------------------------------------------------------------
@@ -158,7 +158,7 @@ def render_page(snap: Snapshot, *, flash: tuple[int, int] | None = None) -> str:
             _verdict(snap),
             _counts(snap.counts),
             _latest(snap, now),
-            _jobs(snap),
+            _jobs(snap, fresh=flash[1] if flash else None),
             _events(snap),
         ]
     )
@@ -171,7 +171,9 @@ def render_message(message: str) -> str:
 
 
 def _document(body: str, *, refresh: bool) -> str:
-    meta = f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">' if refresh else ""
+    # To the plain page: a refresh of a URL with a #fragment (a job link) would not reload it,
+    # and the note of a replay is said once.
+    meta = f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}; url=./">' if refresh else ""
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">{meta}'
@@ -231,8 +233,8 @@ def _latest(snap: Snapshot, now: datetime) -> str:
     return _table("Newest refresh of each item", head, rows, "latest")
 
 
-def _jobs(snap: Snapshot) -> str:
-    rows = "".join(_job_row(j, snap) for j in snap.jobs)
+def _jobs(snap: Snapshot, fresh: int | None) -> str:
+    rows = "".join(_job_row(j, snap, fresh=j.id == fresh) for j in snap.jobs)
     head = (
         "<th>#</th><th>Rule</th><th>Item</th><th>State</th><th>Tableau job</th>"
         "<th>Finish code</th><th>Attempts</th><th>Error / notes</th><th>Sent</th>"
@@ -241,12 +243,13 @@ def _jobs(snap: Snapshot) -> str:
     return _table(f"Recent refresh jobs (last {RECENT_JOBS})", head, rows, "jobs")
 
 
-def _job_row(job: RefreshJob, snap: Snapshot) -> str:
+def _job_row(job: RefreshJob, snap: Snapshot, *, fresh: bool = False) -> str:
     notes = job.error or ""
     shown = notes if len(notes) <= NOTES_SHOWN else notes[:NOTES_SHOWN] + "…"
     code = f"<b>{e(job.error_code)}</b> " if job.error_code else ""
     return (
-        f'<tr id="job-{job.id}" class="r-{e(job.state)}"><td>{job.id}</td>'
+        f'<tr id="job-{job.id}" class="r-{e(job.state)}{" fresh" if fresh else ""}">'
+        f"<td>{job.id}</td>"
         f"<td>{e(job.rule_name)}</td><td>{target(job)}</td><td>{badge(job.state)}</td>"
         f"<td>{short_id(job.tableau_job_id)}</td><td>{e(job.finish_code)}</td>"
         f'<td>{job.attempts}</td><td class="notes" title="{e(notes)}">{code}{e(shown)}</td>'
@@ -334,7 +337,7 @@ th { background: #eef0f3; font-weight: 600; font-size: .85rem; white-space: nowr
 .badge.o-invalid { background: #fde4e4; color: #9b1c1c }
 tr.r-failed td, tr.r-dead td { background: #fff1f1 }
 tr.r-failed td:first-child, tr.r-dead td:first-child { box-shadow: inset 4px 0 #d92d2d }
-tr:target td { background: #fff6d6 }
+tr.fresh td { background: #fff6d6 }
 a { color: #1d4f91 }
 a.s-failed, a.s-dead { color: #b11d1d; font-weight: 600 }
 form { display: inline; margin: 0 }

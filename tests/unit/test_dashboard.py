@@ -86,7 +86,7 @@ def test_the_banner_answers_is_everything_refreshed(states: list[str], banner: s
 
 
 def test_the_page_reloads_itself() -> None:
-    assert '<meta http-equiv="refresh" content="5">' in render_page(snap([]))
+    assert '<meta http-equiv="refresh" content="5; url=./">' in render_page(snap([]))
     assert "http-equiv" not in render_message("no")
 
 
