@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, SecretStr
 from starlette.datastructures import Headers
 
@@ -223,7 +223,10 @@ router = APIRouter(prefix="/api", tags=["admin"], dependencies=[Depends(AdminAcc
 NOT_FOUND: Final[dict[int | str, dict[str, Any]]] = {
     404: {"model": Problem, "description": "No such event or job"}
 }
+MAX_ID: Final = 2**63 - 1  # BIGINT: a larger id is no id, not a database error
 Limit = Annotated[int, Query(ge=1, le=500)]
+Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
+Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 # store.JOB_STATES as a type, so that an unknown ?state= is a 422 that lists the valid ones.
 JobState = Literal["queued", "sending", "following", "succeeded", "failed", "dead", "merged"]
 
@@ -258,16 +261,14 @@ def summary(request: Request) -> Summary:
 
 
 @router.get("/events")
-def list_events(
-    request: Request, limit: Limit = 50, offset: Annotated[int, Query(ge=0)] = 0
-) -> list[EventSummary]:
+def list_events(request: Request, limit: Limit = 50, offset: Offset = 0) -> list[EventSummary]:
     """Received events, newest first."""
     events = store_of(request).list_events(limit=limit, offset=offset)
     return [EventSummary.model_validate(e) for e in events]
 
 
 @router.get("/events/{event_pk}", responses=NOT_FOUND)
-def get_event(request: Request, event_pk: int) -> EventDetail:
+def get_event(request: Request, event_pk: Id) -> EventDetail:
     """One event with its body and the refresh jobs that serve it."""
     store = store_of(request)
     event = store.get_event(event_pk)
@@ -291,7 +292,7 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}", responses=NOT_FOUND)
-def get_job(request: Request, job_id: int) -> JobDetail:
+def get_job(request: Request, job_id: Id) -> JobDetail:
     """One refresh job with every attempt and the events it serves."""
     store = store_of(request)
     job = store.get_job(job_id)
@@ -310,7 +311,7 @@ def get_job(request: Request, job_id: int) -> JobDetail:
     status_code=202,
     responses={**NOT_FOUND, 409: {"model": Problem, "description": "Not failed or dead"}},
 )
-def replay(request: Request, job_id: int) -> Replayed:
+def replay(request: Request, job_id: Id) -> Replayed:
     """Refresh a failed or dead job's item again for its events.
 
     `replayed_as` is the queued job that will: a new one, or the item's queued

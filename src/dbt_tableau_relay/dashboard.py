@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import func, select
 
 from dbt_tableau_relay import __version__
-from dbt_tableau_relay.admin import AdminAccess, replay_job, store_of
+from dbt_tableau_relay.admin import AdminAccess, Id, replay_job, store_of
 from dbt_tableau_relay.queue import REPLAYABLE_STATES, RefreshQueue, ReplayError, UnknownJobError
 from dbt_tableau_relay.store import Event, RefreshJob, RefreshJobEvent, Store, utcnow
 
@@ -86,7 +86,7 @@ def dashboard(request: Request, replayed: int | None = None, to: int | None = No
 
 
 @router.post("/jobs/{job_id}/replay")
-def replay(request: Request, job_id: int) -> Response:
+def replay(request: Request, job_id: Id) -> Response:
     """The Replay button: replay, then back to the page, which says what happened."""
     try:
         new_id = replay_job(request, job_id, by="dashboard")

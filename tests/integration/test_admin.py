@@ -169,6 +169,16 @@ def test_unknown_ids_are_404s_that_say_what_is_missing(
     assert answer.json() == {"detail": detail}
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/api/jobs/99999999999999999999", "/api/events/0", "/api/events?offset=99999999999999999999"],
+)
+def test_a_number_no_row_can_have_is_refused_not_a_server_error(
+    api: httpx.Client, path: str
+) -> None:
+    assert api.get(path).status_code == 422
+
+
 def test_an_unknown_state_is_refused_with_the_valid_ones(api: httpx.Client) -> None:
     answer = api.get("/api/jobs?state=exploded")
     assert answer.status_code == 422
