@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
+from starlette.types import Message
 
 from dbt_tableau_relay.app import create_app
 from dbt_tableau_relay.config import Settings
@@ -70,7 +71,7 @@ class InProcess:
 
 async def _call(app: FastAPI, headers: list[tuple[bytes, bytes]], chunks: list[bytes]) -> Answer:
     """One POST /webhooks/dbt as a server would pass it, the body in `chunks`."""
-    messages = [
+    messages: list[Message] = [
         {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1}
         for i, chunk in enumerate(chunks)
     ]
@@ -78,13 +79,13 @@ async def _call(app: FastAPI, headers: list[tuple[bytes, bytes]], chunks: list[b
     start: dict[str, Any] = {}
     parts: list[bytes] = []
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         if messages:
             return messages.pop(0)
         await answered.wait()  # as a server does: nothing more until the client leaves
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         if message["type"] == "http.response.start":
             start.update(message)
         else:
