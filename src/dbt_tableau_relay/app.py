@@ -15,7 +15,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from typing import Final
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import Receive, Scope, Send
 
@@ -32,6 +32,7 @@ from dbt_tableau_relay.webhooks import router as webhooks_router
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT: Final = 3.0  # seconds for the database to answer /readyz
+_NOT_READY: Final = {"description": "The database did not answer in time, or the recorder stopped."}
 
 # Builds a service that runs while the app serves, e.g. the refresh worker.
 BackgroundService = Callable[[FastAPI], AbstractAsyncContextManager[object]]
@@ -61,8 +62,9 @@ def create_app(
     )
     app.include_router(webhooks_router)
     app.add_api_route("/healthz", healthz, methods=["GET"])
-    app.add_api_route("/readyz", readyz, methods=["GET"])
-    app.add_api_route("/metrics", metrics, methods=["GET"])
+    app.add_api_route("/readyz", readyz, methods=["GET"], responses={503: _NOT_READY})
+    # Documented as what it serves (Prometheus text): /openapi.json must tell the truth.
+    app.add_api_route("/metrics", metrics, methods=["GET"], response_class=PlainTextResponse)
     # Behind the admin token (see admin.py); the routes above never are.
     app.include_router(admin_router)
     app.include_router(dashboard_router)
