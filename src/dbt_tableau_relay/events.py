@@ -78,8 +78,15 @@ _STATUSES: Final[dict[int, Literal["success", "error", "cancelled"]]] = {
 }
 
 
-# 2**63 - 1 as a JSON Schema `maximum` would be rendered as a float, 2**63, in OpenAPI.
-_BIGINT_SCHEMA: Final = {"type": "integer", "minimum": 0, "description": "at most 2**63 - 1"}
+# Ids are printable text; the parser takes any printable Unicode, the schema says ASCII.
+_PRINTABLE: Final = "^[ -~]*$"
+# The range is told, not declared: with a `minimum`, generators (schemathesis) write
+# integers as 5.0, which JSON Schema calls an integer and the parser refuses; and a
+# `maximum` of 2**63 - 1 would be rendered as the float 2.0**63.
+_BIGINT_SCHEMA: Final = {
+    "type": "integer",
+    "description": "0 to 2**63 - 1, written without a fraction or exponent",
+}
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +96,7 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 _ID_SCHEMA: Final = _nullable(
     {
         "anyOf": [
-            {"type": "string", "maxLength": MAX_ID_LENGTH},
+            {"type": "string", "maxLength": MAX_ID_LENGTH, "pattern": _PRINTABLE},
             _BIGINT_SCHEMA,
         ]
     }
@@ -106,10 +113,11 @@ EVENT_SCHEMA: Final[dict[str, Any]] = {
     "required": ["eventId", "eventType", "timestamp", "data"],
     "properties": {
         "eventId": {
-            "anyOf": [
-                {"type": "string", "minLength": 1, "maxLength": MAX_EVENT_ID_LENGTH},
-                _BIGINT_SCHEMA,
-            ]
+            "type": "string",
+            "maxLength": MAX_EVENT_ID_LENGTH,
+            "pattern": "^[ -~]*[!-~][ -~]*$",
+            "description": "dbt sends a string such as wev_2L6ZDoilyiWzKkSA59Gmc2d7FDD;"
+            " an integer is accepted too",
         },
         "eventType": {"enum": list(EVENT_TYPES)},
         "timestamp": {"type": "string", "format": "date-time"},
@@ -130,7 +138,7 @@ EVENT_SCHEMA: Final[dict[str, Any]] = {
                     {
                         "anyOf": [
                             {"type": "integer", "minimum": 0, "maximum": _MAX_STATUS_CODE},
-                            {"type": "string", "pattern": r"^\s*\d{1,10}\s*$"},
+                            {"type": "string", "pattern": r"^\s*\d{1,9}\s*$"},
                         ]
                     }
                 ),
