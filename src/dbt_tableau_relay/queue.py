@@ -289,16 +289,7 @@ class RefreshQueue:
             row = session.execute(queued_job_upsert(self.store.dialect), _replay_row(old, now))
             new_id: int = row.one()[0]
             self._link_events(session, old.id, new_id)
-            session.add(
-                Attempt(
-                    refresh_job_id=old.id,
-                    number=old.attempts,
-                    started_at=now,
-                    finished_at=now,
-                    outcome="replayed",
-                    message=_REPLAYED_AS.format(new_id),
-                )
-            )
+            session.add(_replayed_note(old, new_id, now))
             old.updated_at = now
         log.info("refresh.replayed", extra={"job_id": job_id, "as": new_id, "by": self.worker_id})
         return new_id
@@ -398,6 +389,18 @@ def _replay_row(old: RefreshJob, now: datetime) -> dict[str, Any]:
         "updated_at": now,
         "last_event_at": old.last_event_at,
     }
+
+
+def _replayed_note(old: RefreshJob, new_id: int, now: datetime) -> Attempt:
+    """The attempt that records on `old` which job its replay handed its events to."""
+    return Attempt(
+        refresh_job_id=old.id,
+        number=old.attempts,
+        started_at=now,
+        finished_at=now,
+        outcome="replayed",
+        message=_REPLAYED_AS.format(new_id),
+    )
 
 
 def _code_and_message(error: TableauError | str) -> tuple[str | None, str]:
