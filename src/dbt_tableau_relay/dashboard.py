@@ -340,7 +340,7 @@ tr.r-failed td:first-child, tr.r-dead td:first-child { box-shadow: inset 4px 0 #
 tr.fresh td { background: #fff6d6 }
 a { color: #1d4f91 }
 a.s-failed, a.s-dead { color: #b11d1d; font-weight: 600 }
-form { display: inline; margin: 0 }
+form { display: inline; margin: 0 0 0 .4rem }
 button { font: inherit; font-weight: 600; color: #fff; background: #1d4f91; border: 0;
          border-radius: 5px; padding: .2rem .7rem; cursor: pointer }
 button:hover { background: #153b6d }
