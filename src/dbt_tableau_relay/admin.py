@@ -34,7 +34,8 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from starlette.datastructures import Headers
 
 from dbt_tableau_relay.config import Settings
-from dbt_tableau_relay.queue import NotReplayableError, RefreshQueue, UnknownJobError
+from dbt_tableau_relay.errors import NotReplayableError, UnknownJobError
+from dbt_tableau_relay.queue import RefreshQueue
 from dbt_tableau_relay.store import RefreshJob, Store
 
 REALM: Final = "dbt-tableau-relay"
@@ -245,12 +246,8 @@ def replay_job(request: Request, job_id: int, by: str) -> int:
     return new_id
 
 
-def job_summaries(store: Store, jobs: list[RefreshJob]) -> list[JobSummary]:
-    replays = RefreshQueue(store, "api").replayed_as(j.id for j in jobs) if jobs else {}
-    return [
-        JobSummary.model_validate(j).model_copy(update={"replayed_as": replays.get(j.id)})
-        for j in jobs
-    ]
+def job_summaries(jobs: list[RefreshJob]) -> list[JobSummary]:
+    return [JobSummary.model_validate(j) for j in jobs]
 
 
 @router.get("/summary")
@@ -275,9 +272,7 @@ def get_event(request: Request, event_pk: Id) -> EventDetail:
     if event is None:
         raise HTTPException(404, f"event {event_pk} does not exist")
     summary = EventSummary.model_validate(event)
-    return EventDetail(
-        **summary.model_dump(), body=event.body, jobs=job_summaries(store, event.jobs)
-    )
+    return EventDetail(**summary.model_dump(), body=event.body, jobs=job_summaries(event.jobs))
 
 
 @router.get("/jobs")
@@ -288,7 +283,7 @@ def list_jobs(
 ) -> list[JobSummary]:
     """Refresh jobs, newest first, optionally of one state."""
     store = store_of(request)
-    return job_summaries(store, store.list_jobs(state=state, limit=limit))
+    return job_summaries(store.list_jobs(state=state, limit=limit))
 
 
 @router.get("/jobs/{job_id}", responses=NOT_FOUND)
@@ -298,7 +293,7 @@ def get_job(request: Request, job_id: Id) -> JobDetail:
     job = store.get_job(job_id)
     if job is None:
         raise HTTPException(404, f"refresh job {job_id} does not exist")
-    [summary] = job_summaries(store, [job])
+    [summary] = job_summaries([job])
     return JobDetail(
         **summary.model_dump(),
         attempt_log=[AttemptOut.model_validate(a) for a in job.attempt_log],

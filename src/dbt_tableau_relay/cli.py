@@ -275,7 +275,7 @@ def replay(ctx: click.Context, job_ids: tuple[int, ...], dead: bool) -> None:
 
 def _replay_each(queue: RefreshQueue, job_ids: list[int]) -> int:
     """Replay each job, printing `OLD -> NEW`; how many could not be replayed."""
-    from dbt_tableau_relay.queue import ReplayError
+    from dbt_tableau_relay.errors import ReplayError
 
     failures = 0
     for job_id in job_ids:

@@ -21,7 +21,8 @@ from sqlalchemy import func, select
 
 from dbt_tableau_relay import __version__
 from dbt_tableau_relay.admin import AdminAccess, Id, replay_job, store_of
-from dbt_tableau_relay.queue import REPLAYABLE_STATES, RefreshQueue, ReplayError, UnknownJobError
+from dbt_tableau_relay.errors import ReplayError, UnknownJobError
+from dbt_tableau_relay.queue import REPLAYABLE_STATES
 from dbt_tableau_relay.store import Event, RefreshJob, RefreshJobEvent, Store, utcnow
 
 REFRESH_SECONDS: Final = 5
@@ -49,7 +50,6 @@ class Snapshot:
     latest: list[RefreshJob]  # the newest job of each item
     jobs: list[RefreshJob]
     events: list[Event]
-    replayed_as: dict[int, int] = field(default_factory=dict)
     jobs_of_event: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
 
 
@@ -71,8 +71,7 @@ def snapshot(store: Store) -> Snapshot:
         jobs_of_event: dict[int, list[tuple[int, str]]] = defaultdict(list)
         for event_pk, job_id, state in session.execute(links):
             jobs_of_event[event_pk].append((job_id, state))
-    replayed = RefreshQueue(store, "dashboard").replayed_as(j.id for j in jobs + latest)
-    return Snapshot(store.counts_by_state(), latest, jobs, events, replayed, jobs_of_event)
+    return Snapshot(store.counts_by_state(), latest, jobs, events, jobs_of_event)
 
 
 # -- routes --------------------------------------------------------------------
@@ -262,7 +261,7 @@ def _replay_cell(job: RefreshJob, snap: Snapshot) -> str:
     """A Replay button on a failed or dead job; once replayed, the job that took over."""
     if job.state not in REPLAYABLE_STATES:
         return ""
-    if (new := snap.replayed_as.get(job.id)) is not None:
+    if (new := job.replayed_as) is not None:
         return f' <span class="replayed">replayed as {job_link(new)}</span>'
     return (
         f'<form method="post" action="jobs/{job.id}/replay">'

@@ -2,6 +2,9 @@
 
     RelayError
     ├── ConfigError                 relay.yml is invalid, incomplete or names a missing variable
+    ├── ReplayError                 a refresh job that cannot be replayed
+    │   ├── UnknownJobError         no refresh job has that id
+    │   └── NotReplayableError      only failed or dead jobs can be replayed
     ├── MalformedEventError         a (signed) webhook body that is not a dbt Cloud event
     └── TableauError                Tableau refused, failed or could not be reached
         ├── TransientTableauError   worth retrying: 5xx, 429, connection errors, timeouts
@@ -30,6 +33,18 @@ class ConfigError(RelayError):
 
 class MalformedEventError(RelayError):
     """The webhook body is not a dbt Cloud event."""
+
+
+class ReplayError(RelayError):
+    """The refresh job cannot be replayed."""
+
+
+class UnknownJobError(ReplayError):
+    """There is no refresh job with that id."""
+
+
+class NotReplayableError(ReplayError):
+    """Only a failed or dead refresh job can be replayed."""
 
 
 class TableauError(RelayError):

@@ -25,8 +25,6 @@ replayed refresh too starts after every event it serves.
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,7 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dbt_tableau_relay.config import Target
-from dbt_tableau_relay.errors import RelayError, TableauError
+from dbt_tableau_relay.errors import NotReplayableError, TableauError, UnknownJobError
 from dbt_tableau_relay.store import (
     Attempt,
     RefreshJob,
@@ -51,20 +49,6 @@ log = logging.getLogger(__name__)
 RJ = RefreshJob
 FINAL_STATES = ("succeeded", "failed", "dead", "merged")
 REPLAYABLE_STATES = ("failed", "dead")
-_REPLAYED_AS = "replayed as refresh job {}"  # the 'replayed' attempt's message; parsed below
-_REPLAYED_AS_RE = re.compile(r"^replayed as refresh job (\d+)$")
-
-
-class ReplayError(RelayError):
-    """The refresh job cannot be replayed."""
-
-
-class UnknownJobError(ReplayError):
-    """There is no refresh job with that id."""
-
-
-class NotReplayableError(ReplayError):
-    """Only a failed or dead refresh job can be replayed."""
 
 
 @dataclass(frozen=True)
@@ -290,26 +274,13 @@ class RefreshQueue:
             new_id: int = row.one()[0]
             self._link_events(session, old.id, new_id)
             session.add(_replayed_note(old, new_id, now))
-            old.updated_at = now
+            old.replayed_as, old.updated_at = new_id, now
         log.info("refresh.replayed", extra={"job_id": job_id, "as": new_id, "by": self.worker_id})
         return new_id
 
-    def replayed_as(self, job_ids: Iterable[int]) -> dict[int, int]:
-        """Old job id -> the job its latest replay handed its events to, for those replayed."""
-        query = (
-            select(Attempt.refresh_job_id, Attempt.message)
-            .where(Attempt.refresh_job_id.in_(list(job_ids)), Attempt.outcome == "replayed")
-            .order_by(Attempt.id)
-        )
-        with self.store.session(readonly=True) as session:
-            rows = session.execute(query).all()
-        found = ((old, _REPLAYED_AS_RE.match(message or "")) for old, message in rows)
-        return {old: int(match[1]) for old, match in found if match}
-
     def unreplayed(self, state: str = "dead") -> list[int]:
         """Ids of the jobs in `state` that were never replayed, oldest first."""
-        replayed = select(Attempt.refresh_job_id).where(Attempt.outcome == "replayed")
-        query = select(RJ.id).where(RJ.state == state, RJ.id.notin_(replayed)).order_by(RJ.id)
+        query = select(RJ.id).where(RJ.state == state, RJ.replayed_as.is_(None)).order_by(RJ.id)
         with self.store.session(readonly=True) as session:
             return list(session.scalars(query))
 
@@ -399,7 +370,7 @@ def _replayed_note(old: RefreshJob, new_id: int, now: datetime) -> Attempt:
         started_at=now,
         finished_at=now,
         outcome="replayed",
-        message=_REPLAYED_AS.format(new_id),
+        message=f"replayed as refresh job {new_id}",
     )
 
 

@@ -191,6 +191,8 @@ class RefreshJob(Base):
     updated_at: Mapped[datetime]
     # received_at of the newest event that joined: a refresh started before it is stale.
     last_event_at: Mapped[datetime]
+    # A failed or dead job that was replayed: the job that took its events over.
+    replayed_as: Mapped[int | None] = mapped_column(BigId, ForeignKey("refresh_jobs.id"))
 
     events: Mapped[list[Event]] = relationship(
         secondary="refresh_job_events", back_populates="jobs", viewonly=True, order_by=Event.id

@@ -96,7 +96,7 @@ class RelayProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # generous: a loaded machine starts Python slowly
         while not self._healthy():
             assert time.monotonic() < deadline, "the relay did not start"
             time.sleep(0.05)

@@ -15,8 +15,9 @@ import pytest
 from sqlalchemy import update
 
 from dbt_tableau_relay.config import Rule
+from dbt_tableau_relay.errors import NotReplayableError, UnknownJobError
 from dbt_tableau_relay.events import DbtEvent
-from dbt_tableau_relay.queue import NotReplayableError, RefreshQueue, UnknownJobError
+from dbt_tableau_relay.queue import RefreshQueue
 from dbt_tableau_relay.recorder import Submission, write_batch
 from dbt_tableau_relay.rules import match
 from dbt_tableau_relay.store import RefreshJob, Store
@@ -107,7 +108,7 @@ def test_the_old_job_keeps_its_history_and_names_its_replay(queue: RefreshQueue)
     [attempt] = old.attempt_log
     assert attempt.outcome == "replayed"
     assert attempt.message == f"replayed as refresh job {new_id}"
-    assert queue.replayed_as([old_id]) == {old_id: new_id}
+    assert old.replayed_as == new_id
 
 
 def test_a_replay_joins_the_items_queued_job(queue: RefreshQueue) -> None:

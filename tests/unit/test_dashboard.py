@@ -66,7 +66,7 @@ def test_failed_and_dead_jobs_are_marked_and_offer_a_replay() -> None:
 
 
 def test_a_replayed_job_names_its_replay_instead_of_a_button() -> None:
-    page = render_page(snap([job(2, "failed"), job(5, "queued")], replayed_as={2: 5}))
+    page = render_page(snap([job(2, "failed", replayed_as=5), job(5, "queued")]))
     assert 'action="jobs/2/replay"' not in page
     assert 'replayed as <a href="#job-5">#5</a>' in page
 
