@@ -2,42 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from dbt_tableau_relay.emulator import Emulator
 from dbt_tableau_relay.store import Store
+from support import ServeProcess, free_port, wait_for
+from support import run_cli as cli
 
 SECRET = "acceptance-webhook-secret"
 PAT_NAME, PAT_SECRET = "acc-pat", "acc-pat-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dbt_tableau_relay", *args],
-        capture_output=True,
-        text=True,
-        env=os.environ | (env or {}),
-        timeout=timeout,
-        check=False,
-    )
 
 
 @pytest.fixture
@@ -74,46 +50,16 @@ worker:
   poll_interval: 0.2
 """
     )
-    env = os.environ | {"DBT_WEBHOOK_SECRET": SECRET, "TABLEAU_TOKEN_SECRET": PAT_SECRET}
-    log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dbt_tableau_relay", "--config", str(config), "serve"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
+    env = {"DBT_WEBHOOK_SECRET": SECRET, "TABLEAU_TOKEN_SECRET": PAT_SECRET}
+    relay = ServeProcess(config, port, env=env).start()
     try:
-        wait_for(lambda: _healthy(url), 30)
-        yield url, tmp_path
+        yield relay.url, tmp_path
     finally:
-        stop_gracefully(proc)
-        log.close()
-        output = (tmp_path / "serve.log").read_text()
+        relay.stop()
+        output = relay.output()
         assert "worker.stopped" in output
         assert PAT_SECRET not in output
         assert SECRET not in output
-
-
-def stop_gracefully(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, as an orchestrator stops it; uvicorn shuts down, then re-raises the signal."""
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(30) in (0, -signal.SIGTERM)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/healthz", timeout=1).status_code == 200
-    except requests.ConnectionError:
-        return False
-
-
-def wait_for(condition: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.1)
 
 
 def test_serve_refreshes_what_send_test_announces(
@@ -159,18 +105,11 @@ def test_serve_signs_out_of_tableau_on_shutdown(tmp_path: Path, tableau: Emulato
         f" token_secret: {PAT_SECRET}}}\n"
         "rules: [{name: a, on: {job_id: 1}, refresh: [{workbook: Sales/Executive Overview}]}]\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dbt_tableau_relay", "--config", str(config), "serve"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _healthy(url), 30)
-    assert (
-        cli("send-test", f"{url}/webhooks/dbt", "--secret", SECRET, "--job-id", "1").returncode == 0
-    )
+    relay = ServeProcess(config, port).start()
+    sent = cli("send-test", f"{relay.url}/webhooks/dbt", "--secret", SECRET, "--job-id", "1")
+    assert sent.returncode == 0
     wait_for(lambda: len(tableau.refresh_posts()) == 1, 30)
-    stop_gracefully(proc)
+    relay.stop()
     assert tableau.requests[-1].path.endswith("/auth/signout")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import pytest
 import requests
 
 from dbt_tableau_relay.emulator import Emulator
+from support import free_port
 
 PAT_NAME = "cli-pat"
 PAT_SECRET = "cli-secret-5b1d0a"
@@ -158,12 +158,6 @@ def test_wrong_token_is_reported_without_the_secret(tmp_path: Path, emu: Emulato
     result = relay("tableau", "list", "workbooks", config=path)
     assert result.returncode == 1
     assert "401001" in result.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_emulator_command_serves_a_refresh(tmp_path: Path) -> None:

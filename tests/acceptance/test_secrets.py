@@ -11,12 +11,7 @@ the CLI's own output.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,6 +20,7 @@ import requests
 
 from dbt_tableau_relay.emulator import Emulator
 from dbt_tableau_relay.samples import post_event, sample_event
+from support import ServeProcess, free_port, run_cli, wait_for
 
 WEBHOOK_SECRET = "whsec-live-7f3a9c21d4e8"
 OLD_WEBHOOK_SECRET = "whsec-old-0b5e6d7c8a9f"
@@ -33,19 +29,6 @@ ADMIN_TOKEN = "admin-live-5c1e0d9b8a7f"
 PAT_NAME = "relay-prod"
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(condition: object, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def write_config(folder: Path, tableau_url: str, port: int) -> Path:
@@ -90,39 +73,20 @@ def test_no_secret_reaches_any_output(tmp_path: Path) -> None:
         site="marketing", pat_name=PAT_NAME, pat_secret=PAT_SECRET, job_duration=0.3
     ) as emu:
         port = free_port()
-        url = f"http://127.0.0.1:{port}"
         config = write_config(tmp_path, emu.url, port)
-        log_path = tmp_path / "serve.log"
-        with log_path.open("w") as log:
-            relay = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "dbt_tableau_relay",
-                    "--config",
-                    str(config),
-                    "--log-level",
-                    "DEBUG",
-                    "--log-format",
-                    "json",
-                    "serve",
-                ],
-                env=os.environ | ENV,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        relay = ServeProcess(
+            config, port, env=ENV, args=["--log-level", "DEBUG", "--log-format", "json"]
+        ).start()
         try:
-            wait_for(lambda: _up(url))
-            answers = exercise(url, emu)
+            answers = exercise(relay.url, emu)
         finally:
-            relay.send_signal(signal.SIGTERM)
-            relay.wait(30)
-        cli_output = run_cli(config, emu)
+            relay.stop()
+        cli_output = cli_outputs(config)
         tokens = emu.issued_tokens()
         site_luid = emu.site_luid
 
     outputs = {
-        "relay log": log_path.read_text(),
+        "relay log": relay.output(),
         "HTTP answers": "\n".join(answers),
         "database": dump(tmp_path / "relay.db"),
         "CLI output": cli_output,
@@ -152,12 +116,12 @@ def exercise(url: str, emu: Emulator) -> list[str]:
     for job_id, secret in [(101, WEBHOOK_SECRET), (404, OLD_WEBHOOK_SECRET), (101, "forged")]:
         answers.append(post_event(hook, sample_event("completed", job_id=job_id), secret).text)
     answers.append(requests.post(hook, data=b"{not json", timeout=5).text)
-    wait_for(lambda: len(emu.refresh_posts()) >= 2)
+    wait_for(lambda: len(emu.refresh_posts()) >= 2, 60)
     emu.invalidate_sessions()
     answers.append(
         post_event(hook, sample_event("completed", job_id=101, run_id=2), WEBHOOK_SECRET).text
     )
-    wait_for(lambda: len([r for r in emu.refresh_posts() if r.status == 202]) >= 3)
+    wait_for(lambda: len([r for r in emu.refresh_posts() if r.status == 202]) >= 3, 60)
     time.sleep(1.0)  # let the refreshes be followed to their finish codes
     bearer = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     for path in [
@@ -175,54 +139,23 @@ def exercise(url: str, emu: Emulator) -> list[str]:
     return answers
 
 
-def run_cli(config: Path, emu: Emulator) -> str:
-    env = os.environ | ENV
-    outputs = []
-    for args in (
-        ["check"],
-        ["tableau", "list", "workbooks"],
-        ["refresh", "--workbook", "Sales/Executive Overview", "--wait"],
-        ["refresh", "--datasource", "Sales/Live Inventory"],
-    ):
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "dbt_tableau_relay",
-                "--config",
-                str(config),
-                "--log-level",
-                "DEBUG",
-                *args,
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-            check=False,
-        )
-        outputs += [result.stdout, result.stderr]
+def cli_outputs(config: Path) -> str:
+    """What the CLI prints, at DEBUG, for the Tableau commands and for a broken config."""
     wrong = config.parent / "wrong.yml"
     wrong.write_text(config.read_text().replace("token_secret:", "token_secret: x\n  bad:"))
-    result = subprocess.run(
-        [sys.executable, "-m", "dbt_tableau_relay", "--config", str(wrong), "check"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    outputs += [result.stdout, result.stderr]
-    return "\n".join(outputs)
+    runs = [
+        ["--config", str(config), "--log-level", "DEBUG", *args]
+        for args in (
+            ["check"],
+            ["tableau", "list", "workbooks"],
+            ["refresh", "--workbook", "Sales/Executive Overview", "--wait"],
+            ["refresh", "--datasource", "Sales/Live Inventory"],
+        )
+    ] + [["--config", str(wrong), "check"]]
+    results = [run_cli(*args, env=ENV) for args in runs]
+    return "\n".join(r.stdout + r.stderr for r in results)
 
 
 def dump(database: Path) -> str:
     with sqlite3.connect(database) as conn:
         return "\n".join(conn.iterdump())
-
-
-def _up(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/healthz", timeout=1).ok
-    except requests.ConnectionError:
-        return False

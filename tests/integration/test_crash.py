@@ -12,10 +12,6 @@ but no job recorded (duplicates) are counted.
 from __future__ import annotations
 
 import random
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +25,7 @@ from sqlalchemy import select
 from dbt_tableau_relay.emulator import Emulator
 from dbt_tableau_relay.samples import sample_event, signed_headers
 from dbt_tableau_relay.store import Event, RefreshJob, RefreshJobEvent, Store
+from support import ServeProcess, free_port
 
 SECRET = "crash-test-secret"
 PAT_NAME, PAT_SECRET = "crash-pat", "crash-pat-secret"
@@ -41,12 +38,6 @@ EVENTS = 150
 KILLS = 4
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_config(folder: Path, tableau_url: str, port: int) -> Path:
@@ -79,44 +70,6 @@ worker:
 """
     )
     return config
-
-
-@dataclass
-class RelayProcess:
-    config: Path
-    url: str
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-    kills: int = 0
-
-    def start(self) -> None:
-        with self.log.open("a") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "dbt_tableau_relay", "--config", str(self.config), "serve"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 90  # generous: a loaded machine starts Python slowly
-        while not self._healthy():
-            assert time.monotonic() < deadline, "the relay did not start"
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self.kills += 1
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(30)
-
-    def _healthy(self) -> bool:
-        try:
-            return requests.get(f"{self.url}/healthz", timeout=0.5).status_code == 200
-        except requests.RequestException:
-            return False
 
 
 @dataclass
@@ -159,11 +112,7 @@ def test_kill_9_loses_nothing_and_refreshes_nothing_twice(
     tmp_path: Path, tableau: Emulator
 ) -> None:
     port = free_port()
-    relay = RelayProcess(
-        write_config(tmp_path, tableau.url, port),
-        f"http://127.0.0.1:{port}",
-        tmp_path / "relay.log",
-    )
+    relay = ServeProcess(write_config(tmp_path, tableau.url, port), port)
     sender = Sender(f"{relay.url}/webhooks/dbt")
     relay.start()
     rng = random.Random(20261130)
