@@ -24,10 +24,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import requests
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
 
 from dbt_tableau_relay.emulator import Emulator
 from dbt_tableau_relay.samples import sample_event, signed_headers
@@ -98,7 +100,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--senders", type=int, default=50)
-    parser.add_argument("--database", default="", help="SQLAlchemy URL; default a SQLite file")
+    parser.add_argument(
+        "--database",
+        default="",
+        help="SQLAlchemy URL (PostgreSQL: a fresh schema in it); default SQLite",
+    )
     parser.add_argument("--tableau-latency", type=float, default=0.0)
     args = parser.parse_args()
 
@@ -110,6 +116,8 @@ def main() -> int:
     ):
         tableau.faults.latency = args.tableau_latency
         database_url = args.database or f"sqlite:///{Path(tmp) / 'relay.db'}"
+        if database_url.startswith("postgresql"):
+            database_url = fresh_schema(database_url)
         port = free_port()
         config = write_config(Path(tmp), database_url, tableau.url, port)
         relay = subprocess.Popen(
@@ -132,8 +140,32 @@ def main() -> int:
             relay.send_signal(signal.SIGTERM)
             relay.wait(60)
         stored = count_stored(database_url)
+        if "search_path=bench_" in database_url:
+            drop_schema(database_url)
     report(args, elapsed, latencies, statuses, stored)
     return 0 if stored == args.events and set(statuses) == {202} else 1
+
+
+def fresh_schema(url: str) -> str:
+    """A new, empty schema per run, so runs neither collide nor leave tables in `public`."""
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine.dispose()
+    return (
+        make_url(url)
+        .update_query_dict({"options": f"-csearch_path={schema}"})
+        .render_as_string(hide_password=False)
+    )
+
+
+def drop_schema(url: str) -> None:
+    schema = str(make_url(url).query["options"]).split("=", 1)[1]
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
 
 
 def wait_healthy(port: int) -> None:
