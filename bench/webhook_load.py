@@ -116,8 +116,9 @@ def main() -> int:
     ):
         tableau.faults.latency = args.tableau_latency
         database_url = args.database or f"sqlite:///{Path(tmp) / 'relay.db'}"
+        schema = ""
         if database_url.startswith("postgresql"):
-            database_url = fresh_schema(database_url)
+            database_url, schema = fresh_schema(database_url)
         port = free_port()
         config = write_config(Path(tmp), database_url, tableau.url, port)
         relay = subprocess.Popen(
@@ -140,28 +141,24 @@ def main() -> int:
             relay.send_signal(signal.SIGTERM)
             relay.wait(60)
         stored = count_stored(database_url)
-        if "search_path=bench_" in database_url:
-            drop_schema(database_url)
+        if schema:
+            drop_schema(database_url, schema)
     report(args, elapsed, latencies, statuses, stored)
     return 0 if stored == args.events and set(statuses) == {202} else 1
 
 
-def fresh_schema(url: str) -> str:
+def fresh_schema(url: str) -> tuple[str, str]:
     """A new, empty schema per run, so runs neither collide nor leave tables in `public`."""
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     engine.dispose()
-    return (
-        make_url(url)
-        .update_query_dict({"options": f"-csearch_path={schema}"})
-        .render_as_string(hide_password=False)
-    )
+    scoped = make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
+    return scoped.render_as_string(hide_password=False), schema
 
 
-def drop_schema(url: str) -> None:
-    schema = str(make_url(url).query["options"]).split("=", 1)[1]
+def drop_schema(url: str, schema: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
