@@ -90,6 +90,8 @@ def work(settings: Settings) -> None:
 @dataclass(frozen=True)
 class RunningServer:
     url: str
+    host: str
+    port: int
     server: uvicorn.Server
 
 
@@ -110,7 +112,7 @@ def serve_in_thread(app: Any, *, startup_timeout: float = 15.0) -> Iterator[Runn
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the relay did not start (see its log)")
             time.sleep(0.01)
-        yield RunningServer(f"http://127.0.0.1:{port}", server)
+        yield RunningServer(f"http://127.0.0.1:{port}", "127.0.0.1", port, server)
     finally:
         server.should_exit = True
         thread.join(30)

@@ -22,12 +22,14 @@ from typing import Any
 
 import httpx
 import pytest
-from relay_server import RunningServer, serve, signed_headers
 from sqlalchemy import delete, func
 from sqlalchemy import select as sql_select
 
 from dbt_tableau_relay.app import create_app
 from dbt_tableau_relay.config import Settings
+from dbt_tableau_relay.samples import signed_headers
+from dbt_tableau_relay.service import RunningServer
+from dbt_tableau_relay.service import serve_in_thread as serve
 from dbt_tableau_relay.store import Attempt, Event, RefreshJob, RefreshJobEvent, Store
 from dbt_tableau_relay.webhooks import MAX_BODY_BYTES
 

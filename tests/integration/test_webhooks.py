@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from relay_server import RunningServer, serve, signed_headers
 from sqlalchemy import delete, func, select, update
 
 from dbt_tableau_relay import recorder as recorder_module
@@ -27,6 +26,9 @@ from dbt_tableau_relay import webhooks as webhooks_module
 from dbt_tableau_relay.app import create_app
 from dbt_tableau_relay.config import Settings
 from dbt_tableau_relay.recorder import Recorder
+from dbt_tableau_relay.samples import signed_headers
+from dbt_tableau_relay.service import RunningServer
+from dbt_tableau_relay.service import serve_in_thread as serve
 from dbt_tableau_relay.store import Attempt, Event, RefreshJob, RefreshJobEvent, Store
 from dbt_tableau_relay.webhooks import WebhookContext
 
