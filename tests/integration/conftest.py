@@ -86,3 +86,16 @@ def relay_factory(tmp_path: Path) -> Iterator[Callable[..., Relay]]:
 @pytest.fixture
 def relay(relay_factory: Callable[..., Relay]) -> Relay:
     return relay_factory()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A migrated store of this test's own, on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'relay.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    store = Store(url)
+    store.migrate()
+    yield store
+    store.dispose()

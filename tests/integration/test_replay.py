@@ -6,9 +6,7 @@ set directly, as the worker would leave it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,16 +26,9 @@ RULE = Rule.model_validate(
 )
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RefreshQueue]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'relay.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    store = Store(url)
-    store.migrate()
-    yield RefreshQueue(store, "test")
-    store.dispose()
+@pytest.fixture
+def queue(store: Store) -> RefreshQueue:
+    return RefreshQueue(store, "test")
 
 
 def record(queue: RefreshQueue, event_id: str, at: datetime) -> int:

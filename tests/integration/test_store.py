@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -48,18 +47,6 @@ def event(event_id: str, **changes: Any) -> DbtEvent:
 def submission(event_id: str, at: datetime = T0, rules: list[Rule] = RULES) -> Submission:
     ev = event(event_id)
     return Submission(f'{{"eventId": "{event_id}"}}'.encode(), at, ev, match(rules, ev))
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'relay.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    store = Store(url)
-    store.migrate()
-    yield store
-    store.dispose()
 
 
 def count(store: Store, model: Any, *where: Any) -> int:

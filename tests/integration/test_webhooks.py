@@ -100,18 +100,6 @@ class Relay:
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """A store of this test's own."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'relay.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    store = Store(url)
-    yield store
-    store.dispose()
-
-
 @pytest.fixture(scope="module", params=BACKENDS)
 def running_relay(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
