@@ -34,18 +34,8 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT: Final = 3.0  # seconds for the database to answer /readyz
 _NOT_READY: Final = {"description": "The database did not answer in time, or the recorder stopped."}
 
-# Builds a service that runs while the app serves, e.g. the refresh worker.
+# Builds a service that runs while the app serves: `service.refresh_worker` for `serve`.
 BackgroundService = Callable[[FastAPI], AbstractAsyncContextManager[object]]
-
-
-def background_services(app: FastAPI) -> list[AbstractAsyncContextManager[object]]:
-    """The services every app runs beside the HTTP endpoints: THE place to add the worker.
-
-    Called once the store is migrated and the recorder runs; `app.state`
-    holds `settings`, `store` and `recorder`. Each is entered in order at
-    start-up and exited in reverse at shutdown, before the recorder drains.
-    """
-    return []
 
 
 def create_app(
@@ -109,7 +99,7 @@ def _lifespan(
             recorder.start()
             stack.push_async_callback(asyncio.to_thread, recorder.stop)
             _publish(app, settings, store, recorder)
-            for service in [*background_services(app), *(make(app) for make in background)]:
+            for service in (make(app) for make in background):
                 await stack.enter_async_context(service)
             _freeze_startup_heap()
             stack.callback(gc.unfreeze)  # embedded (tests, demo): collectable again after

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import socket
 import threading
@@ -21,8 +20,6 @@ from dbt_tableau_relay.errors import ConfigError
 from dbt_tableau_relay.store import Store
 from dbt_tableau_relay.tableau import TableauClient
 from dbt_tableau_relay.worker import Worker
-
-log = logging.getLogger(__name__)
 
 
 def relay_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
