@@ -36,6 +36,7 @@ TARGETS = {  # dbt job id -> what its rule refreshes
 }
 EVENTS = 150
 KILLS = 4
+CONCURRENCY = 4  # refreshes in flight at once: what one kill can interrupt
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +63,7 @@ rules:
     on: {{job_id: 303}}
     refresh: [{{workbook: Marketing/Campaign Performance}}]
 worker:
+  concurrency: {CONCURRENCY}
   lease_seconds: 2
   poll_interval: 0.1
   retry_base_seconds: 0.1
@@ -153,7 +155,9 @@ def test_kill_9_loses_nothing_and_refreshes_nothing_twice(
     )
     assert relay.kills == KILLS
     assert len(sender.acknowledged) == EVENTS
-    assert duplicates <= relay.kills  # at most one per crash; the aim is zero
+    # A duplicate needs a kill between Tableau's 202 and the commit of its job id,
+    # so one kill makes at most one per refresh in flight; typically 0 to 3 in all.
+    assert duplicates <= relay.kills * CONCURRENCY
 
 
 def wait_until_settled(store: Store, timeout: float) -> list[RefreshJob]:
