@@ -8,13 +8,15 @@
     ├── MalformedEventError         a (signed) webhook body that is not a dbt Cloud event
     └── TableauError                Tableau refused, failed or could not be reached
         ├── TransientTableauError   worth retrying: 5xx, 429, connection errors, timeouts
+        │   └── SessionInvalidError 401000/401002: the session ended; sign in again
         ├── AlreadyQueuedError      409093: a refresh of this item is already queued or running
         ├── JobWaitTimeout          a Tableau job did not finish within the time allowed
         └── PermanentTableauError   will fail the same way again: 400, 401001, 403, 404, 409090
+            ├── NotFoundError       404: no such item (after one fresh look-up of a path)
             └── TargetError         a target path or LUID that resolves to nothing, or to several
 
 Third-party errors (tableauserverclient, requests) are translated at the
-boundary in `tableau.py`; no caller ever inspects them.
+boundary in `tableau_errors.py`; no caller ever inspects them.
 """
 
 from __future__ import annotations
@@ -91,3 +93,11 @@ class PermanentTableauError(TableauError):
 
 class TargetError(PermanentTableauError):
     """A target resolves to no Tableau item, or to more than one."""
+
+
+class SessionInvalidError(TransientTableauError):
+    """Tableau ended the session: it expired, or another sign-in with this PAT replaced it."""
+
+
+class NotFoundError(PermanentTableauError):
+    """Tableau has no such item (404)."""

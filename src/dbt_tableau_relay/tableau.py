@@ -10,7 +10,8 @@ What it adds to TSC, each for a trap of the real API:
   refetch when a cached LUID answers 404;
 - every error translated into the project's own exceptions, classified
   transient or permanent, 429's Retry-After kept (TSC drops headers and cannot
-  read Tableau Cloud's HTML 429 body, so a requests response hook reads them).
+  read Tableau Cloud's HTML 429 body, so a requests response hook reads them:
+  tableau_errors.py); a Retry-After pauses every call, not just the refused one.
 
 Secrets and session tokens never appear in a message or a log line.
 """
@@ -23,25 +24,24 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 import jwt
 import requests
 import tableauserverclient as TSC
-from defusedxml.ElementTree import fromstring
-from tableauserverclient.server import exceptions as tsc_server_errors
-from tableauserverclient.server.endpoint import exceptions as tsc_errors
 
 from dbt_tableau_relay.config import TableauSettings, Target
 from dbt_tableau_relay.errors import (
     AlreadyQueuedError,
     JobWaitTimeout,
+    NotFoundError,
     PermanentTableauError,
+    SessionInvalidError,
     TableauError,
     TransientTableauError,
 )
+from dbt_tableau_relay.tableau_errors import raise_for_transient, translate
 from dbt_tableau_relay.targets import Item, ItemKind, Project, items_with_paths, pick, project_paths
 
 log = logging.getLogger(__name__)
@@ -51,118 +51,10 @@ PAGE_SIZE = 1000  # Tableau's maximum: fewest calls when listing a whole site
 SESSION_LIFETIME = 100 * 60.0  # renew before Tableau Cloud's 120-minute limit
 
 
-class SessionInvalidError(TransientTableauError):
-    """Tableau ended the session: it expired, or another sign-in with this PAT replaced it."""
-
-
-class NotFoundError(PermanentTableauError):
-    """Tableau has no such item (404)."""
-
-
-# -- error classification: pure, tested with parametrize ----------------------
-
-
-def classify(
-    status: int | None,
-    code: str | None = None,
-    summary: str = "",
-    detail: str = "",
-    retry_after: float | None = None,
-) -> TableauError:
-    """Turn one failed Tableau answer into the project's exception for it."""
-    status = status or _status_of(code)
-    text = f"Tableau {code or status}: {summary or 'error'}" + (f" ({detail})" if detail else "")
-    kw: dict[str, Any] = {
-        "code": code,
-        "status": status,
-        "summary": summary,
-        "detail": detail,
-        "retry_after": retry_after,
-    }
-    if code == "409093":
-        return AlreadyQueuedError(text, **kw)
-    if code in ("401000", "401002"):
-        return SessionInvalidError(text, **kw)
-    if status is None or status == 429 or status >= 500 or status == 408:
-        return TransientTableauError(text, **kw)
-    if status == 404:
-        return NotFoundError(text, **kw)
-    return PermanentTableauError(text, **kw)
-
-
-def _status_of(code: str | None) -> int | None:
-    """Tableau's six-digit codes start with the HTTP status."""
-    return int(code[:3]) if code and code[:3].isdigit() else None
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Retry-After in seconds, given as a number or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
-def _error_of_body(body: bytes) -> tuple[str | None, str, str]:
-    """(code, summary, detail) from an XML error body; nothing for HTML or other text."""
-    try:
-        root = fromstring(body)
-    except Exception:  # noqa: BLE001 - HTML 429 pages, proxies' text, empty bodies
-        return None, "", ""
-    error = next((el for el in root.iter() if el.tag.endswith("error")), None)
-    if error is None:
-        return None, "", ""
-    texts = {el.tag.rsplit("}", 1)[-1]: (el.text or "").strip() for el in error}
-    return error.get("code"), texts.get("summary", ""), texts.get("detail", "")
-
-
-def _raise_for_transient(response: requests.Response, *args: object, **kwargs: object) -> None:
-    """requests hook: 429 and 5xx become TransientTableauError before TSC sees them."""
-    if response.status_code == 429 or response.status_code >= 500:
-        code, summary, detail = _error_of_body(response.content)
-        raise classify(
-            response.status_code,
-            code,
-            summary or response.reason or "",
-            detail,
-            parse_retry_after(response.headers.get("Retry-After")),
-        )
-
-
 def _session_factory() -> requests.Session:
     session = requests.Session()
-    session.hooks["response"].append(_raise_for_transient)
+    session.hooks["response"].append(raise_for_transient)
     return session
-
-
-def translate(exc: BaseException) -> TableauError:
-    """Map a TSC or requests error to the project's own; the boundary of this module."""
-    if isinstance(exc, TableauError):
-        return exc
-    if isinstance(exc, tsc_errors.XMLError):  # ServerResponseError, FailedSignInError
-        return classify(None, exc.code or None, exc.summary or "", exc.detail or "")
-    if isinstance(exc, tsc_errors.InternalServerError):
-        return classify(int(exc.code), None, "internal server error")
-    if isinstance(exc, tsc_errors.NonXMLResponseError):
-        return TransientTableauError("Tableau answered with a body that is not XML")
-    if isinstance(exc, tsc_errors.NotSignedInError):
-        return SessionInvalidError("not signed in to Tableau")
-    if isinstance(exc, tsc_server_errors.EndpointUnavailableError):
-        return PermanentTableauError(f"this Tableau version cannot do that: {exc}")
-    if isinstance(exc, requests.Timeout):
-        return TransientTableauError(f"Tableau did not answer in time ({type(exc).__name__})")
-    if isinstance(exc, requests.ConnectionError):
-        return TransientTableauError(f"cannot reach Tableau ({type(exc).__name__})")
-    if isinstance(exc, requests.RequestException):
-        return TransientTableauError(f"HTTP error talking to Tableau ({type(exc).__name__})")
-    raise exc
 
 
 # -- jobs ------------------------------------------------------------------------

@@ -17,11 +17,12 @@ from dbt_tableau_relay.emulator import Emulator
 from dbt_tableau_relay.errors import (
     AlreadyQueuedError,
     JobWaitTimeout,
+    NotFoundError,
     PermanentTableauError,
     TargetError,
     TransientTableauError,
 )
-from dbt_tableau_relay.tableau import NotFoundError, TableauClient
+from dbt_tableau_relay.tableau import TableauClient
 
 SITE = "marketing"
 PAT_NAME = "relay-pat"

@@ -7,17 +7,13 @@ import requests
 
 from dbt_tableau_relay.errors import (
     AlreadyQueuedError,
+    NotFoundError,
     PermanentTableauError,
+    SessionInvalidError,
     TransientTableauError,
 )
-from dbt_tableau_relay.tableau import (
-    NotFoundError,
-    SessionInvalidError,
-    classify,
-    parse_retry_after,
-    poll_delays,
-    translate,
-)
+from dbt_tableau_relay.tableau import poll_delays
+from dbt_tableau_relay.tableau_errors import classify, parse_retry_after, translate
 
 
 @pytest.mark.parametrize(
