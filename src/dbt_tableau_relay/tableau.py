@@ -347,20 +347,26 @@ class TableauClient:
         JobWaitTimeout when it has not finished within `timeout` seconds.
         """
         deadline = self._clock() + timeout
-        for delay in poll_delays():
-            try:
-                job = self.job(job_id)
-            except TransientTableauError as exc:
-                log.info("tableau.poll_failed", extra={"tableau_job": job_id, "error": str(exc)})
-            else:
-                if on_progress:
-                    on_progress(job)
-                if job.finished:
-                    return job
+        delays = poll_delays()
+        while (job := self._poll(job_id, on_progress)) is None or not job.finished:
+            delay = next(delays)
             if self._clock() + delay > deadline:
                 raise JobWaitTimeout(f"Tableau job {job_id} did not finish within {timeout:.0f} s")
             self._sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return job
+
+    def _poll(
+        self, job_id: str, on_progress: Callable[[TableauJob], None] | None
+    ) -> TableauJob | None:
+        """The job now, or None if Tableau could not say this time (a transient error)."""
+        try:
+            job = self.job(job_id)
+        except TransientTableauError as exc:
+            log.info("tableau.poll_failed", extra={"tableau_job": job_id, "error": str(exc)})
+            return None
+        if on_progress:
+            on_progress(job)
+        return job
 
 
 def _page() -> Any:
