@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from dbt_tableau_relay.app import create_app
+from dbt_tableau_relay.config import load_settings
 from dbt_tableau_relay.emulator import Emulator
+from dbt_tableau_relay.samples import post_event, sample_event
+from dbt_tableau_relay.service import serve_in_thread
 from dbt_tableau_relay.store import Store
-from support import ServeProcess, free_port, wait_for
+from support import RELAY, ServeProcess, free_port, wait_for
 from support import run_cli as cli
 
 SECRET = "acceptance-webhook-secret"
@@ -127,3 +133,34 @@ def test_demo_runs_the_whole_path_and_exits_zero() -> None:
     assert "All 2 refreshes reached Tableau's verdict" in result.stdout
     assert "succeeded" in result.stdout
     assert "failed" in result.stdout
+
+
+def test_worker_alone_refreshes_what_a_receiver_recorded(tmp_path: Path, tableau: Emulator) -> None:
+    """Scaled deployments: receivers record, `dbt-tableau-relay worker` processes refresh."""
+    config = tmp_path / "relay.yml"
+    config.write_text(
+        f"database_url: sqlite:///{tmp_path / 'relay.db'}\n"
+        f"dbt: {{webhook_secrets: [{SECRET}]}}\n"
+        f"tableau: {{server_url: '{tableau.url}', site: marketing, token_name: {PAT_NAME},"
+        f" token_secret: {PAT_SECRET}}}\n"
+        "rules: [{name: a, on: {job_id: 7}, refresh: [{workbook: Finance/Executive Overview}]}]\n"
+        "worker: {poll_interval: 0.2}\n"
+    )
+    settings = load_settings(config)
+    with serve_in_thread(create_app(settings)) as receiver:  # a receiver without a worker
+        answer = post_event(f"{receiver.url}/webhooks/dbt", sample_event(job_id=7), SECRET)
+        assert answer.status_code == 202
+    assert tableau.refresh_posts() == []  # nothing refreshes without a worker
+    worker = subprocess.Popen(
+        [*RELAY, "--config", str(config), "worker"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    store = Store(settings.database_url)
+    try:
+        wait_for(lambda: [j.state for j in store.list_jobs()] == ["succeeded"], 60, "the refresh")
+    finally:
+        store.dispose()
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    assert tableau.requests[-1].path.endswith("/auth/signout")
