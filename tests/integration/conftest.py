@@ -88,7 +88,20 @@ def relay(relay_factory: Callable[..., Relay]) -> Relay:
     return relay_factory()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """A database shared by one test module: a SQLite file, then a PostgreSQL schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('module') / 'relay.db'}"
+    return str(request.getfixturevalue("module_postgres_url"))
+
+
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """A migrated store of this test's own, on SQLite and on PostgreSQL."""
     if request.param == "sqlite":

@@ -115,17 +115,9 @@ def _scope(headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
     }
 
 
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def relay(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[InProcess]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('hostile') / 'relay.db'}"
-    else:
-        url = request.getfixturevalue("module_postgres_url")
+@pytest.fixture(scope="module")
+def relay(module_database_url: str) -> Iterator[InProcess]:
+    url = module_database_url
     store = Store(url)
     settings = Settings.model_validate(
         {

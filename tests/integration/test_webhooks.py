@@ -97,18 +97,10 @@ class Relay:
             return list(session.scalars(select(RefreshJob).order_by(RefreshJob.id)))
 
 
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def running_relay(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Relay]:
+@pytest.fixture(scope="module")
+def running_relay(module_database_url: str) -> Iterator[Relay]:
     """One relay per backend for the module (start-up is most of a test's time)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('relay') / 'relay.db'}"
-    else:
-        url = request.getfixturevalue("module_postgres_url")
+    url = module_database_url
     store = Store(url)
     app = create_app(make_settings(url), store=store)
     with serve(app) as server, httpx.Client(base_url=server.url, timeout=10) as client:
