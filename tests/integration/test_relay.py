@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import tableauserverclient as TSC
-from harness import ADMIN, EXEC, Relay
+from harness import ADMIN, EXEC, Relay, wait_until
 
 from dbt_tableau_relay.emulator import Emulator
 from dbt_tableau_relay.samples import sample_event
@@ -177,3 +177,23 @@ def test_on_postgresql_a_burst_makes_at_most_two_refreshes(
         assert all(a["http"] == 202 for a in pool.map(relay.post, bodies))
     relay.settled_jobs()
     assert len([r for r in relay.tableau.refresh_posts() if r.status == 202]) <= 2
+
+
+def test_a_refresh_still_running_after_the_follow_timeout_fails(
+    relay_factory: Callable[..., Relay],
+) -> None:
+    relay = relay_factory(job_duration=60, follow_timeout=1.0)
+    relay.post(sample_event("completed", job_id=101))
+    [job] = relay.settled_jobs()
+    assert job.state == "failed"
+    assert "still running" in (job.error or "")
+
+
+def test_a_failed_poll_is_retried_not_fatal(relay_factory: Callable[..., Relay]) -> None:
+    relay = relay_factory(job_duration=1.0)
+    relay.post(sample_event("completed", job_id=101))
+    wait_until(lambda: any(j.state == "following" for j in relay.jobs()))
+    relay.tableau.faults.fail(count=2, status=503)
+    [job] = relay.settled_jobs()
+    assert job.state == "succeeded"
+    assert any(r.status == 503 and "/jobs/" in r.path for r in relay.tableau.requests)
