@@ -31,7 +31,7 @@ import requests
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
-from dbt_tableau_relay.emulator import Emulator
+from dbt_tableau_relay.emulators.tableau import Emulator
 from dbt_tableau_relay.samples import sample_event, signed_headers
 from dbt_tableau_relay.store import Event, Store
 

@@ -204,7 +204,7 @@ def emulator(
     job_duration: float,
 ) -> None:
     """Run the built-in Tableau REST API emulator."""
-    from dbt_tableau_relay.emulator import run_emulator
+    from dbt_tableau_relay.emulators.tableau import run_emulator
 
     run_emulator(
         port=port,

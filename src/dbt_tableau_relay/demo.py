@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dbt_tableau_relay.config import Settings
-from dbt_tableau_relay.emulator import Emulator
+from dbt_tableau_relay.emulators.tableau import Emulator
 from dbt_tableau_relay.queue import FINAL_STATES
 from dbt_tableau_relay.samples import post_event, sample_event
 from dbt_tableau_relay.service import relay_app, serve_in_thread

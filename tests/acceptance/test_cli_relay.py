@@ -11,7 +11,7 @@ import pytest
 
 from dbt_tableau_relay.app import create_app
 from dbt_tableau_relay.config import load_settings
-from dbt_tableau_relay.emulator import Emulator
+from dbt_tableau_relay.emulators.tableau import Emulator
 from dbt_tableau_relay.samples import post_event, sample_event
 from dbt_tableau_relay.service import serve_in_thread
 from dbt_tableau_relay.store import Store

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from dbt_tableau_relay.config import load_settings
-from dbt_tableau_relay.emulator import Emulator
+from dbt_tableau_relay.emulators.tableau import Emulator
 from dbt_tableau_relay.queue import FINAL_STATES
 from dbt_tableau_relay.samples import post_event, sample_event
 from dbt_tableau_relay.service import relay_app, serve_in_thread

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from dbt_tableau_relay.emulator import Emulator
+from dbt_tableau_relay.emulators.tableau import Emulator
 from support import free_port
 
 PAT_NAME = "cli-pat"

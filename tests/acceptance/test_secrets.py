@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from dbt_tableau_relay.emulator import Emulator
+from dbt_tableau_relay.emulators.tableau import Emulator
 from dbt_tableau_relay.samples import post_event, sample_event
 from support import ServeProcess, free_port, run_cli, wait_for
 

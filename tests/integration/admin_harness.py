@@ -16,7 +16,7 @@ from harness import Relay
 from pydantic import SecretStr
 
 from dbt_tableau_relay.app import create_app
-from dbt_tableau_relay.emulator import Emulator
+from dbt_tableau_relay.emulators.tableau import Emulator
 from dbt_tableau_relay.service import relay_app, serve_in_thread
 from dbt_tableau_relay.store import Store
 

@@ -11,7 +11,7 @@ import pytest
 import tableauserverclient as TSC
 from harness import Relay
 
-from dbt_tableau_relay.emulator import Emulator
+from dbt_tableau_relay.emulators.tableau import Emulator
 from dbt_tableau_relay.service import relay_app, serve_in_thread
 from dbt_tableau_relay.store import Store
 

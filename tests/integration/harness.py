@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dbt_tableau_relay.config import Settings
-from dbt_tableau_relay.emulator import Emulator
+from dbt_tableau_relay.emulators.tableau import Emulator
 from dbt_tableau_relay.queue import FINAL_STATES
 from dbt_tableau_relay.samples import post_event
 from dbt_tableau_relay.store import RefreshJob, Store

@@ -18,7 +18,7 @@ import pytest
 from admin_harness import LEGACY_LEDGER, TOKEN, admin_relay, client, emulator
 from harness import EXEC, PAT_SECRET, SECRET, Relay
 
-from dbt_tableau_relay.emulator import Emulator
+from dbt_tableau_relay.emulators.tableau import Emulator
 from dbt_tableau_relay.samples import sample_event
 
 Start = Callable[..., Relay]

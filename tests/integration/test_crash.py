@@ -22,7 +22,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from dbt_tableau_relay.emulator import Emulator
+from dbt_tableau_relay.emulators.tableau import Emulator
 from dbt_tableau_relay.samples import sample_event, signed_headers
 from dbt_tableau_relay.store import Event, RefreshJob, RefreshJobEvent, Store
 from support import ServeProcess, free_port

@@ -21,7 +21,7 @@ import pytest
 import requests
 from defusedxml.ElementTree import fromstring
 
-from dbt_tableau_relay.emulator import Emulator, stable_luid
+from dbt_tableau_relay.emulators.tableau import Emulator, stable_luid
 
 NS = {"t": "http://tableau.com/api"}
 V = "/api/3.27"
@@ -925,7 +925,7 @@ def test_stop_closes_keep_alive_connections(http: requests.Session) -> None:
 
 def test_run_emulator_serves_until_interrupted(tmp_path: Path) -> None:
     script = (
-        "from dbt_tableau_relay.emulator import run_emulator\n"
+        "from dbt_tableau_relay.emulators.tableau import run_emulator\n"
         "run_emulator(0, site='marketing', ready=lambda emu: print(emu.url, flush=True))\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 import tableauserverclient as TSC
 
-from dbt_tableau_relay.emulator import Emulator
+from dbt_tableau_relay.emulators.tableau import Emulator
 
 SITE = "marketing"
 APP = {"client_id": "client-123", "secret_id": "secret-456", "secret_value": "shh-hmac-key"}

@@ -15,7 +15,7 @@ import pytest
 import tableauserverclient as TSC
 from harness import ADMIN, EXEC, Relay, wait_until
 
-from dbt_tableau_relay.emulator import Emulator
+from dbt_tableau_relay.emulators.tableau import Emulator
 from dbt_tableau_relay.samples import sample_event
 
 

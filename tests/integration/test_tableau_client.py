@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from dbt_tableau_relay.config import TableauSettings, Target
-from dbt_tableau_relay.emulator import Emulator
+from dbt_tableau_relay.emulators.tableau import Emulator
 from dbt_tableau_relay.errors import (
     AlreadyQueuedError,
     JobWaitTimeout,

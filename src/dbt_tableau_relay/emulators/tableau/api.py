@@ -11,13 +11,13 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from dbt_tableau_relay.emulator import elements
-from dbt_tableau_relay.emulator.content import Item, ItemKind, Project
-from dbt_tableau_relay.emulator.jobs import JobView
-from dbt_tableau_relay.emulator.protocol import ApiError, Reply, Request, bad_request
-from dbt_tableau_relay.emulator.query import paginate, select
-from dbt_tableau_relay.emulator.render import El, many
-from dbt_tableau_relay.emulator.state import SiteState
+from dbt_tableau_relay.emulators.tableau import elements
+from dbt_tableau_relay.emulators.tableau.content import Item, ItemKind, Project
+from dbt_tableau_relay.emulators.tableau.jobs import JobView
+from dbt_tableau_relay.emulators.tableau.protocol import ApiError, Reply, Request, bad_request
+from dbt_tableau_relay.emulators.tableau.query import paginate, select
+from dbt_tableau_relay.emulators.tableau.render import El, many
+from dbt_tableau_relay.emulators.tableau.state import SiteState
 
 Handler = Callable[[SiteState, Request, dict[str, str]], Reply]
 

@@ -19,14 +19,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from dbt_tableau_relay.emulator import api
-from dbt_tableau_relay.emulator.control import control
-from dbt_tableau_relay.emulator.faults import Fault, Faults
-from dbt_tableau_relay.emulator.protocol import ApiError, Request
-from dbt_tableau_relay.emulator.render import HTML_TYPE, error_body, html_429, render
-from dbt_tableau_relay.emulator.state import SiteState, record
+from dbt_tableau_relay.emulators.tableau import api
+from dbt_tableau_relay.emulators.tableau.control import control
+from dbt_tableau_relay.emulators.tableau.faults import Fault, Faults
+from dbt_tableau_relay.emulators.tableau.protocol import ApiError, Request
+from dbt_tableau_relay.emulators.tableau.render import HTML_TYPE, error_body, html_429, render
+from dbt_tableau_relay.emulators.tableau.state import SiteState, record
 
-logger = logging.getLogger("dbt_tableau_relay.emulator")
+logger = logging.getLogger("dbt_tableau_relay.emulators.tableau")
 
 # status, body, headers (Content-Type included)
 Answer = tuple[int, bytes, dict[str, str]]

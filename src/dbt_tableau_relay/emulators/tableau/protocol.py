@@ -9,7 +9,7 @@ from xml.etree.ElementTree import Element, ParseError
 
 from defusedxml.ElementTree import fromstring
 
-from dbt_tableau_relay.emulator.render import El
+from dbt_tableau_relay.emulators.tableau.render import El
 
 
 class ApiError(Exception):

@@ -1,6 +1,6 @@
 """A faithful emulator of the Tableau Server / Tableau Cloud REST API, for tests and demos.
 
-    from dbt_tableau_relay.emulator import Emulator
+    from dbt_tableau_relay.emulators.tableau import Emulator
 
     with Emulator(site="marketing", pat_name="relay-pat", pat_secret="s3cret") as emu:
         luid = emu.luid("workbook", "Sales/Executive Overview")
@@ -13,13 +13,13 @@ file), `jobs` (refresh job lifecycle), `auth` (sign-in and sessions), `api`
 `handler` (HTTP), `server` (`Emulator`, `run_emulator`). See docs/emulator.md.
 """
 
-from dbt_tableau_relay.emulator.auth import ConnectedApp
-from dbt_tableau_relay.emulator.content import RefreshOutcome, stable_luid
-from dbt_tableau_relay.emulator.elements import REST_API_VERSION
-from dbt_tableau_relay.emulator.faults import Faults
-from dbt_tableau_relay.emulator.jobs import JobView
-from dbt_tableau_relay.emulator.server import Emulator, run_emulator
-from dbt_tableau_relay.emulator.state import RecordedRequest
+from dbt_tableau_relay.emulators.tableau.auth import ConnectedApp
+from dbt_tableau_relay.emulators.tableau.content import RefreshOutcome, stable_luid
+from dbt_tableau_relay.emulators.tableau.elements import REST_API_VERSION
+from dbt_tableau_relay.emulators.tableau.faults import Faults
+from dbt_tableau_relay.emulators.tableau.jobs import JobView
+from dbt_tableau_relay.emulators.tableau.server import Emulator, run_emulator
+from dbt_tableau_relay.emulators.tableau.state import RecordedRequest
 
 __all__ = [
     "REST_API_VERSION",

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import unquote
 
-from dbt_tableau_relay.emulator.protocol import ApiError
-from dbt_tableau_relay.emulator.render import El, el
+from dbt_tableau_relay.emulators.tableau.protocol import ApiError
+from dbt_tableau_relay.emulators.tableau.render import El, el
 
 T = TypeVar("T")
 Getter = Callable[[T], str]

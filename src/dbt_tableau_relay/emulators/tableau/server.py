@@ -13,8 +13,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from dbt_tableau_relay.emulator.auth import ConnectedApp
-from dbt_tableau_relay.emulator.content import (
+from dbt_tableau_relay.emulators.tableau.auth import ConnectedApp
+from dbt_tableau_relay.emulators.tableau.content import (
     Content,
     ItemKind,
     Kind,
@@ -22,12 +22,12 @@ from dbt_tableau_relay.emulator.content import (
     content_from_state,
     demo_content,
 )
-from dbt_tableau_relay.emulator.faults import Faults
-from dbt_tableau_relay.emulator.handler import EmulatorHTTPServer
-from dbt_tableau_relay.emulator.jobs import JobView
-from dbt_tableau_relay.emulator.state import RecordedRequest, SiteState
+from dbt_tableau_relay.emulators.tableau.faults import Faults
+from dbt_tableau_relay.emulators.tableau.handler import EmulatorHTTPServer
+from dbt_tableau_relay.emulators.tableau.jobs import JobView
+from dbt_tableau_relay.emulators.tableau.state import RecordedRequest, SiteState
 
-logger = logging.getLogger("dbt_tableau_relay.emulator")
+logger = logging.getLogger("dbt_tableau_relay.emulators.tableau")
 
 ContentSource = Mapping[str, Any] | str | os.PathLike[str] | None
 

@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from dbt_tableau_relay.emulator.content import KINDS, RefreshOutcome
-from dbt_tableau_relay.emulator.faults import Faults
-from dbt_tableau_relay.emulator.state import SiteState
+from dbt_tableau_relay.emulators.tableau.content import KINDS, RefreshOutcome
+from dbt_tableau_relay.emulators.tableau.faults import Faults
+from dbt_tableau_relay.emulators.tableau.state import SiteState
 
 JsonReply = tuple[int, Any]
 _Handler = Callable[[SiteState, Faults, dict[str, Any]], JsonReply]

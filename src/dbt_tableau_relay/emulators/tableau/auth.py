@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dbt_tableau_relay.emulator.protocol import ApiError, bad_request
+from dbt_tableau_relay.emulators.tableau.protocol import ApiError, bad_request
 
 logger = logging.getLogger(__name__)
 

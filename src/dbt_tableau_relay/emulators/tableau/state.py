@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from dbt_tableau_relay.emulator.auth import Auth, ConnectedApp
-from dbt_tableau_relay.emulator.content import Content
-from dbt_tableau_relay.emulator.jobs import JobBoard
+from dbt_tableau_relay.emulators.tableau.auth import Auth, ConnectedApp
+from dbt_tableau_relay.emulators.tableau.content import Content
+from dbt_tableau_relay.emulators.tableau.jobs import JobBoard
 
 _REFRESH = re.compile(r"^/api/[^/]+/sites/[^/]+/(?:workbooks|datasources)/([^/]+)/refresh/?$", re.I)
 _SIGN_IN = re.compile(r"^/api/[^/]+/auth/signin/?$", re.I)

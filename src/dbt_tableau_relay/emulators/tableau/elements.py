@@ -8,10 +8,10 @@ auth_sign_in.xml.
 
 from __future__ import annotations
 
-from dbt_tableau_relay.emulator.auth import Session, user_luid
-from dbt_tableau_relay.emulator.content import Item, Project
-from dbt_tableau_relay.emulator.jobs import JobView
-from dbt_tableau_relay.emulator.render import El, el, timestamp
+from dbt_tableau_relay.emulators.tableau.auth import Session, user_luid
+from dbt_tableau_relay.emulators.tableau.content import Item, Project
+from dbt_tableau_relay.emulators.tableau.jobs import JobView
+from dbt_tableau_relay.emulators.tableau.render import El, el, timestamp
 
 PRODUCT_VERSION = "2025.3.0"
 PRODUCT_BUILD = "20253.25.1113.1030"

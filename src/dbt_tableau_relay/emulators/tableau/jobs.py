@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from dbt_tableau_relay.emulator.content import Item, ItemKind, RefreshOutcome
+from dbt_tableau_relay.emulators.tableau.content import Item, ItemKind, RefreshOutcome
 
 _QUEUED_SHARE = 0.25
 
