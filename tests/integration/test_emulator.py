@@ -925,6 +925,9 @@ def test_stop_closes_keep_alive_connections(http: requests.Session) -> None:
 
 def test_run_emulator_serves_until_interrupted(tmp_path: Path) -> None:
     script = (
+        # A runner started in the background (`make test &`) hands SIGINT down
+        # ignored, and Python keeps it so: restore Ctrl-C as a terminal gives it.
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from dbt_tableau_relay.emulators.tableau import run_emulator\n"
         "run_emulator(0, site='marketing', ready=lambda emu: print(emu.url, flush=True))\n"
     )

@@ -273,10 +273,12 @@ def run_emulator(
         connected_app=connected_app,
         content=state_file,
     )
-    emulator.start(port, host)
-    if ready is not None:
-        ready(emulator)
+    # Ctrl-C can come at any moment, even before `ready` returns: every moment
+    # after start is inside the try, or the server thread would outlive it.
     try:
+        emulator.start(port, host)
+        if ready is not None:
+            ready(emulator)
         threading.Event().wait()
     except KeyboardInterrupt:
         pass
