@@ -13,6 +13,9 @@ from pathlib import Path
 
 import requests
 
+from dbt_tableau_relay import runs  # noqa: F401 - its tables join Base.metadata
+from dbt_tableau_relay.store import Base, Store
+
 RELAY = [sys.executable, "-m", "dbt_tableau_relay"]
 
 
@@ -100,3 +103,10 @@ class ServeProcess:
 
     def output(self) -> str:
         return self.log.read_text()
+
+
+def empty_database(store: Store) -> None:
+    """Delete every row of every table, dependants first (a module-shared database per test)."""
+    with store.session() as session:
+        for table in reversed(Base.metadata.sorted_tables):
+            session.execute(table.delete())

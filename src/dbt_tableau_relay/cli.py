@@ -101,7 +101,7 @@ def refresh(
         raise click.UsageError(
             "give exactly one of --workbook, --datasource, --workbook-id, --datasource-id"
         )
-    target = Target(**chosen)
+    target = Target.model_validate(chosen)
     with reported_errors(), TableauClient(settings_of(ctx).tableau) as client:
         item, job = client.refresh(target, incremental=incremental)
         click.echo(f"queued: {item} -> Tableau job {job.id}")
@@ -165,8 +165,10 @@ def check(ctx: click.Context) -> None:
         site = settings.tableau.site or "(Default)"
         click.echo(f"ok      tableau: signed in to site {site}, REST API {client.api_version}")
         for rule in settings.rules:
-            for target in rule.refresh:
+            for target in rule.items:
                 failures += not _check_target(client, rule.name, target)
+            for source in rule.lineage:
+                click.echo(f"ok      rule {rule.name}: {source}: found per run (see `explain`)")
     if not settings.dbt.webhook_secrets:
         click.echo("warning dbt.webhook_secrets is empty: `serve` will refuse to start")
     if failures:

@@ -107,20 +107,40 @@ class TableauSettings(_Strict):
         return self
 
 
+LineageSource = Literal["exposures", "tableau_lineage"]
+LINEAGE_SOURCES: tuple[LineageSource, ...] = ("exposures", "tableau_lineage")
+
+
 class Target(_Strict):
-    """One Tableau item to refresh, by project path or by LUID."""
+    """What a rule refreshes: one Tableau item by path or LUID, or what lineage finds.
+
+    `exposures: true` and `tableau_lineage: true` name no item: the worker
+    finds the items downstream of the models the run rebuilt (docs/lineage.md).
+    """
 
     workbook: str | None = None
     datasource: str | None = None
     workbook_id: str | None = None
     datasource_id: str | None = None
+    exposures: Literal[True] | None = None
+    tableau_lineage: Literal[True] | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Target:
         given = [k for k, v in self.model_dump().items() if v]
         if len(given) != 1:
-            raise ValueError("give exactly one of workbook, datasource, workbook_id, datasource_id")
+            raise ValueError(
+                "give exactly one of workbook, datasource, workbook_id, datasource_id,"
+                " exposures: true, tableau_lineage: true"
+            )
         return self
+
+    @property
+    def lineage(self) -> LineageSource | None:
+        """The lineage source this target asks for, or None for one named item."""
+        if self.exposures:
+            return "exposures"
+        return "tableau_lineage" if self.tableau_lineage else None
 
     @property
     def kind(self) -> Literal["workbook", "datasource"]:
@@ -146,10 +166,10 @@ class Target(_Strict):
     @property
     def key(self) -> str:
         """`kind:by:ref`, the identity that coalesces refresh jobs of one item."""
-        return f"{self.kind}:{self.by}:{self.ref}"
+        return f"lineage:{self.lineage}" if self.lineage else f"{self.kind}:{self.by}:{self.ref}"
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.path or self.luid}"
+        return self.lineage or f"{self.kind} {self.path or self.luid}"
 
 
 # What a rule's `status` means when it gives none: the one status each event can carry.
@@ -185,6 +205,17 @@ class Rule(_Strict):
     wait: bool = True
     incremental: bool = False
 
+    @property
+    def items(self) -> tuple[Target, ...]:
+        """The targets that name one Tableau item each."""
+        return tuple(t for t in self.refresh if t.lineage is None)
+
+    @property
+    def lineage(self) -> tuple[LineageSource, ...]:
+        """The lineage sources the rule asks for, in a fixed order."""
+        asked = {t.lineage for t in self.refresh}
+        return tuple(s for s in LINEAGE_SOURCES if s in asked)
+
 
 class WorkerSettings(_Strict):
     concurrency: int = Field(default=8, ge=1, le=64, description="refreshes sent or polled at once")
@@ -197,8 +228,18 @@ class WorkerSettings(_Strict):
     follow_timeout: float = Field(default=3 * 3600.0, gt=0, description="give up following after")
 
 
+class DbtCloudSettings(_Strict):
+    """The dbt Cloud Admin API: the run's artifacts for lineage, runs for reconciliation."""
+
+    access_url: str = "https://cloud.getdbt.com"
+    account_id: int
+    api_token: SecretStr
+    reconcile_seconds: float | None = Field(default=None, gt=0)
+
+
 class DbtSettings(_Strict):
     webhook_secrets: tuple[SecretStr, ...] = ()
+    cloud: DbtCloudSettings | None = None
     body_timeout_seconds: float = Field(
         default=10.0, gt=0, description="whole body to arrive within, else 408"
     )
@@ -229,6 +270,15 @@ class Settings(_Strict):
         names = [r.name for r in self.rules]
         if dupes := sorted({n for n in names if names.count(n) > 1}):
             raise ValueError(f"rule names must be unique: {', '.join(dupes)}")
+        return self
+
+    @model_validator(mode="after")
+    def _lineage_needs_dbt_cloud(self) -> Settings:
+        if self.dbt.cloud is None and (asking := [r.name for r in self.rules if r.lineage]):
+            raise ValueError(
+                f"rules {', '.join(asking)} refresh by lineage: set dbt.cloud (the Admin API"
+                " reads the run's artifacts)"
+            )
         return self
 
 

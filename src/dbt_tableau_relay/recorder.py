@@ -25,16 +25,17 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final, Literal
 
 from prometheus_client import Histogram
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, insert, text
 
 from dbt_tableau_relay.errors import RelayError
 from dbt_tableau_relay.events import DbtEvent
-from dbt_tableau_relay.rules import PlannedRefresh
+from dbt_tableau_relay.rules import PlannedLineage, PlannedRefresh
+from dbt_tableau_relay.runs import LineageJob, LineageJobEvent, claim_run_asks
 from dbt_tableau_relay.store import (
     Base,
     Event,
@@ -71,13 +72,21 @@ class Submission:
     event: DbtEvent | None = None
     planned: tuple[PlannedRefresh, ...] = ()
     error: str | None = None  # why the body is not a dbt event
+    lineage: tuple[PlannedLineage, ...] = ()
+    # The event's run had already asked for everything it asks for (see runs.py).
+    repeated_run: bool = False
+
+    @property
+    def asks(self) -> bool:
+        return bool(self.planned or self.lineage)
 
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
     status: Status
-    event_pk: int | None = None  # None for a duplicate: nothing was stored
+    event_pk: int | None = None  # None for a duplicate delivery: nothing was stored
     job_ids: tuple[int, ...] = ()
+    lineage_ids: tuple[int, ...] = ()
 
     @property
     def refreshes_queued(self) -> int:
@@ -184,7 +193,7 @@ class Recorder:
         counts: dict[str, int] = Counter(r.status for r in results if isinstance(r, Recorded))
         if counts:
             log.info("recorder.batch", extra={"size": len(batch), **counts})
-        if any(isinstance(r, Recorded) and r.job_ids for r in results):
+        if any(isinstance(r, Recorded) and (r.job_ids or r.lineage_ids) for r in results):
             for callback in self._listeners:
                 callback()
 
@@ -233,6 +242,7 @@ def write_batch(
 ) -> list[Recorded]:
     """Write a batch in the caller's transaction; one `Recorded` per submission, in order."""
     now = now or utcnow()
+    submissions = once_per_run(conn, submissions, now)
     early, rows = _plan(submissions)
     pks = _insert_events(conn, rows)
     jobs = _upsert_jobs(conn, submissions, pks, now)
@@ -241,7 +251,89 @@ def write_batch(
     ]
     if links:
         insert_links(conn, links)
-    return [_result(submissions[i], r, pks.get(i), jobs) for i, r in enumerate(early)]
+    lineage = _insert_lineage_jobs(conn, submissions, pks, now)
+    return [
+        _result(submissions[i], r, pks.get(i), jobs, lineage.get(i, ()))
+        for i, r in enumerate(early)
+    ]
+
+
+def once_per_run(
+    conn: Connection, submissions: Sequence[Submission], now: datetime
+) -> list[Submission]:
+    """Drop what a finished run already asked for, in an earlier event or earlier in the batch.
+
+    dbt sends `errored` and then `completed` for one failed run, and the
+    reconciler may record a run before its late webhook: one run, one set of
+    refreshes. Started events are left alone (a run that starts is not done).
+    """
+    asks = [(i, run_key(sub), key) for i, sub in enumerate(submissions) for key in _ask_keys(sub)]
+    if not asks:
+        return list(submissions)
+    fresh = claim_run_asks(conn, {(run, key) for _, run, key in asks}, now)
+    kept: dict[int, set[str]] = defaultdict(set)
+    for i, run, key in asks:
+        if (run, key) in fresh:
+            fresh.discard((run, key))  # the first asker in the batch takes it
+            kept[i].add(key)
+    return [_pruned(sub, kept[i]) if _ask_keys(sub) else sub for i, sub in enumerate(submissions)]
+
+
+def run_key(sub: Submission) -> str:
+    assert sub.event is not None
+    return f"{sub.event.account_id or ''}:{sub.event.run_id}"
+
+
+def _ask_keys(sub: Submission) -> list[str]:
+    """The once-per-run keys of what a finished run's event asks for."""
+    ev = sub.event
+    if ev is None or ev.run_id is None or ev.event_type == "job.run.started":
+        return []
+    return [p.key for p in sub.planned] + [f"rule:{p.rule_name}" for p in sub.lineage]
+
+
+def _pruned(sub: Submission, kept: set[str]) -> Submission:
+    planned = tuple(p for p in sub.planned if p.key in kept)
+    lineage = tuple(p for p in sub.lineage if f"rule:{p.rule_name}" in kept)
+    repeated = sub.asks and not (planned or lineage)
+    return replace(sub, planned=planned, lineage=lineage, repeated_run=repeated)
+
+
+def _insert_lineage_jobs(
+    conn: Connection, submissions: Sequence[Submission], pks: dict[int, int | None], now: datetime
+) -> dict[int, tuple[int, ...]]:
+    """A lineage job per (run, rule) asked for, linked to its event; batch index -> job ids."""
+    made: dict[int, tuple[int, ...]] = {}
+    for i, pk in pks.items():
+        sub = submissions[i]
+        if pk is None or not sub.lineage:
+            continue
+        ids = []
+        for plan in sub.lineage:
+            job_id = conn.execute(_INSERT_LINEAGE_JOB, _lineage_row(sub, plan, now)).scalar_one()
+            conn.execute(_LINK_LINEAGE_EVENT, {"lineage_job_id": job_id, "event_pk": pk})
+            ids.append(job_id)
+        made[i] = tuple(ids)
+    return made
+
+
+def _lineage_row(sub: Submission, plan: PlannedLineage, now: datetime) -> dict[str, Any]:
+    assert sub.event is not None
+    return {
+        "run_id": sub.event.run_id,
+        "account_id": sub.event.account_id,
+        "dbt_job_id": sub.event.job_id,
+        "rule_name": plan.rule_name,
+        "sources": ",".join(plan.sources),
+        "wait": plan.wait,
+        "incremental": plan.incremental,
+        "state": "queued",
+        "attempts": 0,
+        "not_before": now,
+        "created_at": now,
+        "updated_at": now,
+        "last_event_at": sub.received_at,
+    }
 
 
 def _plan(
@@ -265,8 +357,10 @@ def _event_row(sub: Submission) -> dict[str, Any]:
     ev = sub.event
     if ev is None:
         outcome, detail = "invalid", sub.error or "not a dbt Cloud event"
-    elif sub.planned:
+    elif sub.asks:
         outcome, detail = "queued", None
+    elif sub.repeated_run:
+        outcome, detail = "ignored", f"run {ev.run_id} already asked for these refreshes"
     else:
         outcome = "ignored"
         detail = f"no rule matches {ev.event_type} with runStatusCode {ev.run_status_code}"
@@ -338,7 +432,11 @@ def _job_row(p: PlannedRefresh, last_event_at: datetime, now: datetime) -> dict[
 
 
 def _result(
-    sub: Submission, early: Recorded | None, pk: int | None, jobs: dict[str, int]
+    sub: Submission,
+    early: Recorded | None,
+    pk: int | None,
+    jobs: dict[str, int],
+    lineage: tuple[int, ...],
 ) -> Recorded:
     if early is not None:
         return early
@@ -346,9 +444,11 @@ def _result(
         return Recorded("duplicate")
     if sub.event is None:
         return Recorded("invalid", pk)
-    if not sub.planned:
+    if sub.repeated_run:
+        return Recorded("duplicate", pk)
+    if not sub.asks:
         return Recorded("ignored", pk)
-    return Recorded("queued", pk, tuple(jobs[p.key] for p in sub.planned))
+    return Recorded("queued", pk, tuple(jobs[p.key] for p in sub.planned), lineage)
 
 
 # --- SQL -----------------------------------------------------------------------
@@ -392,6 +492,8 @@ _SQLITE_INSERTED: Final = (
     "SELECT json_group_array(json_array(id, event_id)) FROM events WHERE id > ?"
 )
 _INSERT_ONE_EVENT: Final = _EVENTS.insert().returning(_EVENTS.c.id)
+_INSERT_LINEAGE_JOB: Final = insert(LineageJob).returning(LineageJob.id)
+_LINK_LINEAGE_EVENT: Final = insert(LineageJobEvent)
 
 
 def _insert_dbt_events(conn: Connection, rows: list[dict[str, Any]]) -> dict[str, int]:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from dbt_tableau_relay.config import Rule, RuleMatch, Target
+from dbt_tableau_relay.config import LineageSource, Rule, RuleMatch, Target
 from dbt_tableau_relay.events import (
     STATUS_CANCELLED,
     STATUS_ERROR,
@@ -35,17 +35,38 @@ class PlannedRefresh:
         object.__setattr__(self, "key", self.target.key)
 
 
+@dataclass(frozen=True, slots=True)
+class PlannedLineage:
+    """A rule that asks the worker to find, for the event's run, what lineage refreshes."""
+
+    rule_name: str
+    sources: tuple[LineageSource, ...]
+    wait: bool
+    incremental: bool
+
+
 def match(rules: Iterable[Rule], event: DbtEvent) -> tuple[PlannedRefresh, ...]:
-    """The refreshes `event` asks for, one per target, in rule order."""
+    """The refreshes of named items `event` asks for, one per target, in rule order."""
     planned: dict[str, PlannedRefresh] = {}
     for rule in rules:
         if not rule_matches(rule.on, event):
             continue
-        for target in rule.refresh:
+        for target in rule.items:
             wanted = PlannedRefresh(target, rule.name, rule.wait, rule.incremental)
             seen = planned.get(target.key)
             planned[target.key] = wanted if seen is None else merge(seen, wanted)
     return tuple(planned.values())
+
+
+def match_lineage(rules: Iterable[Rule], event: DbtEvent) -> tuple[PlannedLineage, ...]:
+    """The lineage rules `event` matches; only a run (an event with a run id) has lineage."""
+    if event.run_id is None:
+        return ()
+    return tuple(
+        PlannedLineage(rule.name, rule.lineage, rule.wait, rule.incremental)
+        for rule in rules
+        if rule.lineage and rule_matches(rule.on, event)
+    )
 
 
 def merge(first: PlannedRefresh, second: PlannedRefresh) -> PlannedRefresh:

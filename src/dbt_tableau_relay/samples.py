@@ -42,14 +42,18 @@ def sample_event(
     kind: EventKind = "completed",
     *,
     job_id: int | str = 123,
-    run_id: int | str = 12345,
+    run_id: int | str | None = None,
     account_id: int = 1,
     environment_id: int | str = 1234,
     project_id: int | str = 167194,
     run_status_code: int | None = None,
     event_id: str | None = None,
 ) -> bytes:
-    """A `job.run.<kind>` body; `run_status_code` overrides the kind's (20: a failed run)."""
+    """A `job.run.<kind>` body; `run_status_code` overrides the kind's (20: a failed run).
+
+    Without a `run_id`, each sample is a run of its own: events of one run ask
+    for its refreshes once (see runs.py).
+    """
     status, code = _STATUS[kind]
     if run_status_code is not None:
         code = run_status_code
@@ -58,7 +62,7 @@ def sample_event(
     data: dict[str, object] = {
         "jobId": str(job_id),
         "jobName": f"Job {job_id} (dbt build)",
-        "runId": str(run_id),
+        "runId": str(run_id if run_id is not None else new_run_id()),
         "environmentId": str(environment_id),
         "environmentName": "Production",
         "dbtVersion": "1.9.0",
@@ -84,6 +88,11 @@ def sample_event(
         "data": data,
     }
     return json.dumps(body).encode()
+
+
+def new_run_id() -> int:
+    """A run id no other sample uses (dbt's are positive integers)."""
+    return secrets.randbelow(10**12) + 10**6
 
 
 def signature(body: bytes, secret: str) -> str:

@@ -135,7 +135,7 @@ class Event(Base):
     project_id: Mapped[str | None] = mapped_column(String(64))
     environment_id: Mapped[str | None] = mapped_column(String(64))
     job_id: Mapped[str | None] = mapped_column(String(64))
-    run_id: Mapped[str | None] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(String(64), index=True)
     run_status_code: Mapped[int | None] = mapped_column(Integer)
     outcome: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str | None] = mapped_column(Text)
@@ -193,6 +193,8 @@ class RefreshJob(Base):
     last_event_at: Mapped[datetime]
     # A failed or dead job that was replayed: the job that took its events over.
     replayed_as: Mapped[int | None] = mapped_column(BigId, ForeignKey("refresh_jobs.id"))
+    # A lineage-made job: the decision behind it (JSON, `lineage.explain.to_json`).
+    explanation: Mapped[str | None] = mapped_column(Text)
 
     events: Mapped[list[Event]] = relationship(
         secondary="refresh_job_events", back_populates="jobs", viewonly=True, order_by=Event.id

@@ -27,6 +27,9 @@ class WebhookQueued(_Answer):
     status: Literal["queued"]
     event_id: str
     refreshes_queued: int = Field(ge=0)
+    lineage_queued: int | None = Field(
+        default=None, ge=1, description="lineage rules whose refreshes the worker will find"
+    )
 
 
 class WebhookNotQueued(_Answer):

@@ -30,7 +30,7 @@ from dbt_tableau_relay.config import Rule, Settings
 from dbt_tableau_relay.errors import MalformedEventError
 from dbt_tableau_relay.events import DbtEvent, parse_event
 from dbt_tableau_relay.recorder import Recorded, Recorder, Submission
-from dbt_tableau_relay.rules import match
+from dbt_tableau_relay.rules import match, match_lineage
 from dbt_tableau_relay.store import utcnow
 from dbt_tableau_relay.webhook_schema import describe
 
@@ -236,7 +236,8 @@ async def _receive(request: Request, ctx: WebhookContext) -> JSONResponse:
         return await _invalid(ctx, Submission(body, received_at, error=str(exc)))
     if problem := replay_problem(event.timestamp, received_at, ctx.max_event_age):
         return _stale(request, event, problem)
-    submission = Submission(body, received_at, event, match(ctx.rules, event))
+    planned, lineage = match(ctx.rules, event), match_lineage(ctx.rules, event)
+    submission = Submission(body, received_at, event, planned, lineage=lineage)
     recorded = await _record(ctx, submission)
     if recorded is None:
         return _unavailable(event.event_id)
@@ -285,6 +286,8 @@ def _answer(event: DbtEvent, recorded: Recorded) -> JSONResponse:
         "event_id": event.event_id,
         "refreshes_queued": recorded.refreshes_queued,
     }
+    if recorded.lineage_ids:  # lineage rules: the worker finds their refreshes
+        body["lineage_queued"] = len(recorded.lineage_ids)
     if recorded.status == "queued":
         log.debug("webhook.accepted", extra=fields)  # the recorder logs each batch at INFO
         WEBHOOKS.labels("accepted").inc()

@@ -62,7 +62,7 @@ def settled(relay: Relay, *job_ids: int) -> dict[int, str]:
 
 
 def failed_ledger_job(relay: Relay) -> int:
-    relay.post(sample_event("completed", job_id=303))
+    relay.post(sample_event("completed", job_id=303, run_id=12345))
     [(job_id, state)] = settled(relay).items()
     assert state == "failed"
     return job_id

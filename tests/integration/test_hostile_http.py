@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import delete, func
+from sqlalchemy import func
 from sqlalchemy import select as sql_select
 
 from dbt_tableau_relay.app import create_app
@@ -30,8 +30,9 @@ from dbt_tableau_relay.config import Settings
 from dbt_tableau_relay.samples import signed_headers
 from dbt_tableau_relay.service import RunningServer
 from dbt_tableau_relay.service import serve_in_thread as serve
-from dbt_tableau_relay.store import Attempt, Event, RefreshJob, RefreshJobEvent, Store
+from dbt_tableau_relay.store import Event, Store
 from dbt_tableau_relay.webhooks import MAX_BODY_BYTES
+from support import empty_database
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "dbt-cloud"
 SECRET = "hostile-http-secret"
@@ -92,9 +93,7 @@ def running_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
 @pytest.fixture
 def relay(running_relay: Relay) -> Relay:
     """The module's relay, its database emptied for this test."""
-    with running_relay.store.session() as session:
-        for model in (RefreshJobEvent, Attempt, RefreshJob, Event):
-            session.execute(delete(model))
+    empty_database(running_relay.store)
     return running_relay
 
 

@@ -39,7 +39,7 @@ def record(queue: RefreshQueue, event_id: str, at: datetime) -> int:
         timestamp=at,
         account_id="1",
         job_id="303",
-        run_id="1",
+        run_id=event_id,  # a run of its own
         run_status_code=10,
     )
     sub = Submission(b"{}", at, ev, match([RULE], ev))

@@ -16,6 +16,7 @@ from sqlalchemy import func, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from dbt_tableau_relay import recorder as recorder_module
+from dbt_tableau_relay import runs  # noqa: F401 - the run tables join Base.metadata
 from dbt_tableau_relay.config import Rule
 from dbt_tableau_relay.errors import ConfigError, RelayError
 from dbt_tableau_relay.events import DbtEvent
@@ -32,13 +33,14 @@ RULES = [
 
 
 def event(event_id: str, **changes: Any) -> DbtEvent:
+    """A completed run; each event id a run of its own unless `run_id` says otherwise."""
     base = DbtEvent(
         event_id=event_id,
         event_type="job.run.completed",
         timestamp=T0,
         account_id="1",
         job_id="123",
-        run_id="9",
+        run_id=f"run-{event_id}",
         run_status_code=10,
     )
     return replace(base, **changes)

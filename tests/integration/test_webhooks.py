@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 
 from dbt_tableau_relay import recorder as recorder_module
 from dbt_tableau_relay import webhooks as webhooks_module
@@ -29,8 +29,9 @@ from dbt_tableau_relay.recorder import Recorder
 from dbt_tableau_relay.samples import signed_headers
 from dbt_tableau_relay.service import RunningServer
 from dbt_tableau_relay.service import serve_in_thread as serve
-from dbt_tableau_relay.store import Attempt, Event, RefreshJob, RefreshJobEvent, Store
+from dbt_tableau_relay.store import Event, RefreshJob, RefreshJobEvent, Store
 from dbt_tableau_relay.webhooks import WebhookContext
+from support import empty_database
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "dbt-cloud"
 SECRET = "current-secret-1f6b"
@@ -46,6 +47,17 @@ RULES = [
         "on": {"event": "job.run.errored", "status": "error"},
         "refresh": [{"workbook_id": "3cc6cd06-89ce-4fdc-b935-5294135d6d42"}],
         "wait": False,
+    },
+    # A failed run of job 999 refreshes the ledger, whichever of its two events comes.
+    {
+        "name": "ledger-on-errored",
+        "on": {"event": "job.run.errored", "job_id": 999},
+        "refresh": [{"datasource": "Finance/Ledger"}],
+    },
+    {
+        "name": "ledger-on-completed",
+        "on": {"status": "error", "job_id": 999},
+        "refresh": [{"datasource": "Finance/Ledger"}],
     },
 ]
 
@@ -111,9 +123,7 @@ def running_relay(module_database_url: str) -> Iterator[Relay]:
 @pytest.fixture
 def relay(running_relay: Relay) -> Relay:
     """The module's relay, its database emptied for this test."""
-    with running_relay.store.session() as session:
-        for model in (RefreshJobEvent, Attempt, RefreshJob, Event):
-            session.execute(delete(model))
+    empty_database(running_relay.store)
     return running_relay
 
 
@@ -300,9 +310,37 @@ def test_an_event_after_the_job_was_sent_queues_a_new_job(relay: Relay) -> None:
     assert relay.post(sample()).status_code == 202
     with relay.store.session() as session:
         session.execute(update(RefreshJob).values(state="sending"))
-    assert relay.post(variant(eventId="wev_later")).status_code == 202
+    later_run = variant(eventId="wev_later", data={"runId": "12346"})
+    assert relay.post(later_run).status_code == 202
     states = sorted((j.target_key, j.state) for j in relay.jobs())
     assert [s for _, s in states] == ["queued", "sending", "queued", "sending"]
+
+
+def test_another_event_of_a_run_already_refreshed_asks_for_nothing(relay: Relay) -> None:
+    """A second webhook subscription, or the reconciler before: one run, one set of refreshes."""
+    assert relay.post(sample()).status_code == 202
+    with relay.store.session() as session:
+        session.execute(update(RefreshJob).values(state="sending"))
+    answer = relay.post(variant(eventId="wev_same_run"))
+    assert (answer.status_code, answer.json()["status"]) == (200, "duplicate")
+    assert [j.state for j in relay.jobs()] == ["sending", "sending"]
+    [_, again] = relay.events()
+    assert (again.outcome, again.detail) == (
+        "ignored",
+        "run 12345 already asked for these refreshes",
+    )
+
+
+def test_errored_then_completed_for_one_failed_run_refresh_once(relay: Relay) -> None:
+    """dbt sends both for a failed run; a rule matching both asks for one refresh."""
+    errored = variant("job.run.errored", data={"jobId": "999", "runId": "777"})
+    completed = variant(
+        eventId="wev_777_done", data={"jobId": "999", "runId": "777", "runStatusCode": 20}
+    )
+    assert relay.post(errored).json()["status"] == "queued"
+    assert relay.post(completed).json()["status"] == "duplicate"
+    ledger = [j for j in relay.jobs() if j.target_ref == "Finance/Ledger"]
+    assert len(ledger) == 1
 
 
 def test_fifty_concurrent_senders_are_all_stored(relay: Relay) -> None:
