@@ -6,6 +6,7 @@
     │   ├── UnknownJobError         no refresh job has that id
     │   └── NotReplayableError      only failed or dead jobs can be replayed
     ├── MalformedEventError         a (signed) webhook body that is not a dbt Cloud event
+    ├── TransientError              a marker: worth retrying (every Transient... below is one)
     └── TableauError                Tableau refused, failed or could not be reached
         ├── TransientTableauError   worth retrying: 5xx, 429, connection errors, timeouts
         │   └── SessionInvalidError 401000/401002: the session ended; sign in again
@@ -75,7 +76,11 @@ class TableauError(RelayError):
         self.retry_after = retry_after
 
 
-class TransientTableauError(TableauError):
+class TransientError(RelayError):
+    """The same request may succeed later."""
+
+
+class TransientTableauError(TableauError, TransientError):
     """Tableau is unavailable or overloaded; the same request may succeed later."""
 
 

@@ -50,9 +50,14 @@ class RetryPolicy:
             return Decision("fail")
         if attempts >= self.max_attempts:
             return Decision("dead")
+        return Decision("retry", self.backoff(attempts, error.retry_after, rng))
+
+    def backoff(
+        self, attempts: int, retry_after: float | None = None, rng: random.Random | None = None
+    ) -> float:
+        """The delay after failure number `attempts`: exponential, jittered, >= Retry-After."""
         ceiling = min(self.max_delay, self.base_delay * 2 ** (attempts - 1))
-        delay = self._jittered(ceiling, rng)
-        return Decision("retry", max(delay, error.retry_after or 0.0))
+        return max(self._jittered(ceiling, rng), retry_after or 0.0)
 
     @staticmethod
     def _jittered(ceiling: float, rng: random.Random | None, floor: float = 0.0) -> float:

@@ -22,6 +22,7 @@ from typing import Final
 
 from sqlalchemy import (
     Boolean,
+    ColumnElement,
     Connection,
     ForeignKey,
     Integer,
@@ -182,7 +183,7 @@ def write_state(store: Store, name: str, value: str) -> None:
             row.value, row.updated_at = value, utcnow()
 
 
-def due_lineage(now: datetime) -> object:
+def due_lineage(now: datetime) -> ColumnElement[bool]:
     """The claim predicate: queued and due, or resolving under a lapsed lease."""
     lj = LineageJob
     return or_(

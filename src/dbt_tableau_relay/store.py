@@ -399,6 +399,8 @@ def queued_job_upsert(dialect: str) -> Any:
                 else_=jobs.c.last_event_at,
             ),
             "updated_at": ex.updated_at,
+            # A lineage decision joining the job is the newest reason for it.
+            "explanation": func.coalesce(ex.explanation, jobs.c.explanation),
         },
     ).returning(jobs.c.id, jobs.c.target_key)
 

@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from dbt_tableau_relay.config import WorkerSettings
 from dbt_tableau_relay.errors import TableauError, TransientTableauError
+from dbt_tableau_relay.lineage_queue import ClaimedLineage, LineageQueue
+from dbt_tableau_relay.lineage_worker import LineageWorker, RunResolver
 from dbt_tableau_relay.queue import ClaimedJob, RefreshQueue
 from dbt_tableau_relay.retry import RetryPolicy
 from dbt_tableau_relay.store import Store, utcnow
@@ -44,17 +46,24 @@ class Worker:
         settings: WorkerSettings | None = None,
         *,
         worker_id: str | None = None,
+        resolver: RunResolver | None = None,
     ) -> None:
         self.settings = settings or WorkerSettings()
         self.client = client
-        self.queue = RefreshQueue(
-            store, worker_id or default_worker_id(), self.settings.lease_seconds
-        )
+        worker_id = worker_id or default_worker_id()
+        self.queue = RefreshQueue(store, worker_id, self.settings.lease_seconds)
         self.policy = RetryPolicy(
             max_attempts=self.settings.max_attempts,
             base_delay=self.settings.retry_base_seconds,
             max_delay=self.settings.retry_max_seconds,
             busy_delay=self.settings.busy_retry_seconds,
+        )
+        self.lineage = (
+            None
+            if resolver is None
+            else LineageWorker(
+                LineageQueue(store, worker_id, self.settings.lease_seconds), resolver, self.policy
+            )
         )
         self._pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="refresh")
         self._slots = threading.Semaphore(self.settings.concurrency)
@@ -101,18 +110,26 @@ class Worker:
             self._wake.wait(0.05)  # every slot is busy: wait for one
             return 0
         jobs = self.queue.claim(free)
-        for _ in range(free - len(jobs)):
+        found: list[ClaimedJob | ClaimedLineage] = [*jobs]
+        if self.lineage is not None and len(found) < free:
+            found += self.lineage.queue.claim(free - len(found))
+        for _ in range(free - len(found)):
             self._slots.release()
-        for job in jobs:
+        for job in found:
             self._pool.submit(self._run, job)
-        return len(jobs)
+        return len(found)
 
-    def _run(self, job: ClaimedJob) -> None:
+    def _run(self, job: ClaimedJob | ClaimedLineage) -> None:
         try:
-            self.process(job)
+            if isinstance(job, ClaimedLineage):
+                assert self.lineage is not None
+                self.lineage.process(job)
+            else:
+                self.process(job)
         except Exception as exc:
             # A bug or a database hiccup: the lease brings the job back later.
-            log.exception("refresh.crashed", extra={"job_id": job.id, "error": type(exc).__name__})
+            kind = "lineage" if isinstance(job, ClaimedLineage) else "refresh"
+            log.exception(f"{kind}.crashed", extra={"job_id": job.id, "error": type(exc).__name__})
         finally:
             self._slots.release()
             self._wake.set()
