@@ -8,11 +8,14 @@
     ├── MalformedEventError         a (signed) webhook body that is not a dbt Cloud event
     ├── TransientError              a marker: worth retrying (every Transient... below is one)
     └── TableauError                Tableau refused, failed or could not be reached
-        ├── TransientTableauError   worth retrying: 5xx, 429, connection errors, timeouts
-        │   └── SessionInvalidError 401000/401002: the session ended; sign in again
+        ├── TransientTableauError   worth retrying: 5xx, 429, RATE_EXCEEDED, dropped calls, timeouts
+        │   ├── SessionInvalidError 401000/401002: the session ended; sign in again
+        │   └── PartialMetadataError Metadata API answered partial data (time or node limit)
+        │                           even in small pages; never used as if complete
         ├── AlreadyQueuedError      409093: a refresh of this item is already queued or running
         ├── JobWaitTimeout          a Tableau job did not finish within the time allowed
-        └── PermanentTableauError   will fail the same way again: 400, 401001, 403, 404, 409090
+        └── PermanentTableauError   will fail the same way again: 400, 401001, 403, 404, 409090,
+            │                       a Metadata API query refused (ACCESS_DENIED, INVALID_ARGUMENT)
             ├── NotFoundError       404: no such item (after one fresh look-up of a path)
             └── TargetError         a target path or LUID that resolves to nothing, or to several
 
@@ -102,6 +105,10 @@ class TargetError(PermanentTableauError):
 
 class SessionInvalidError(TransientTableauError):
     """Tableau ended the session: it expired, or another sign-in with this PAT replaced it."""
+
+
+class PartialMetadataError(TransientTableauError):
+    """Tableau's Metadata API answered only part of the data, with errors; it was not used."""
 
 
 class NotFoundError(PermanentTableauError):

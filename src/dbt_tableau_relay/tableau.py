@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -31,6 +31,7 @@ import jwt
 import requests
 import tableauserverclient as TSC
 
+from dbt_tableau_relay import tableau_metadata
 from dbt_tableau_relay.config import TableauSettings, Target
 from dbt_tableau_relay.errors import (
     AlreadyQueuedError,
@@ -290,6 +291,10 @@ class TableauClient:
         raw = self.call(lambda srv: getattr(srv, endpoint).get_by_id(luid))
         paths = project_paths(self.projects())
         return items_with_paths(kind, [(raw.id, raw.name, raw.project_id)], paths)[0]
+
+    def metadata(self, query: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """A Metadata API query's data, every page of a ...Connection one: tableau_metadata."""
+        return tableau_metadata.query(self, query, variables, sleep=self._sleep)
 
     # -- refresh -------------------------------------------------------------------
 

@@ -28,7 +28,10 @@ shorthand for name plus parent/project. Projects that items name but the file
 does not list are created. `refreshable` (default true) false means the item
 has no extract: a refresh answers 409090. `refresh_outcome.finish_code` is the
 finishCode its refresh jobs end with (0 success, 1 failed with `notes`,
-2 cancelled). Unknown keys are an error.
+2 cancelled). `vizportal_url_id` (optional) is the item's number in Tableau's
+URLs (`.../#/site/SITE/workbooks/N`), by default the next free one. What the
+Metadata API sees, `tables` and each item's connections, is in `catalog.py`.
+Unknown keys are an error.
 """
 
 from __future__ import annotations
@@ -40,19 +43,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from dbt_tableau_relay.emulators.tableau.catalog import (
+    Catalog,
+    Embedded,
+    Table,
+    embedded_state,
+)
+
 ItemKind = Literal["workbook", "datasource"]
 Kind = Literal["project", "workbook", "datasource"]
 KINDS: tuple[ItemKind, ...] = ("workbook", "datasource")
 
 DEFAULT_PROJECT = "Default"
 _DEFAULT_DESCRIPTION = "The default project that was automatically created by Tableau."
-_LEDGER_NOTES = (
-    "com.tableausoftware.nativeapi.exceptions.DataSourceException: "
-    "[Microsoft][ODBC Driver 17 for SQL Server][SQL Server]Login failed for user "
-    "'svc_tableau'.\nUnable to connect to the server \"ledger-db.internal\". "
-    "Check that the server is running and that you have access privileges to the "
-    "requested database."
-)
 
 
 def stable_luid(kind: Kind, path: str) -> str:
@@ -103,10 +106,17 @@ class Item:
     outcome: RefreshOutcome = field(default_factory=RefreshOutcome)
     connection_type: str = "snowflake"
     created_at: float = field(default_factory=time.time)
+    tables: list[Table] = field(default_factory=list)  # a data source's upstream tables
+    embedded: list[Embedded] = field(default_factory=list)  # a workbook's data sources
 
     @property
     def path(self) -> str:
         return f"{self.project.path}/{self.name}"
+
+    @property
+    def url_id(self) -> str:
+        """vizportalUrlId: the number in the item's web page URL."""
+        return str(self.number)
 
 
 class Content:
@@ -118,6 +128,8 @@ class Content:
         self._project_paths: dict[str, Project] = {}
         self._item_paths: dict[tuple[ItemKind, str], Item] = {}
         self._content_urls: set[tuple[ItemKind, str]] = set()
+        self._numbers: set[int] = set()
+        self.catalog = Catalog()
 
     def add_project(self, path: str, *, luid: str | None = None, description: str = "") -> Project:
         """The project at `path`, created with its ancestors if missing."""
@@ -146,6 +158,7 @@ class Content:
         refreshable: bool = True,
         outcome: RefreshOutcome | None = None,
         connection_type: str | None = None,
+        number: int | None = None,
     ) -> Item:
         project_path, name = split_path(path)
         project = self.add_project(project_path or DEFAULT_PROJECT)
@@ -159,7 +172,7 @@ class Content:
             name,
             project,
             self._unique_content_url(kind, name, item_luid),
-            len(self.items) + 1,
+            self._take_number(number),
             refreshable,
             outcome or RefreshOutcome(),
             connection_type or "snowflake",
@@ -168,11 +181,33 @@ class Content:
         self._item_paths[(kind, full)] = item
         return item
 
+    def connect(
+        self,
+        item: Item,
+        *,
+        tables: list[Any] | None = None,
+        embedded: list[Any] | None = None,
+    ) -> None:
+        """Give an item its connections (state-file form, see catalog.py)."""
+        if tables is not None:
+            if item.kind != "datasource":
+                raise ValueError("workbook: tables belong to its embedded_datasources")
+            item.tables = self.catalog.resolve(tables, item.kind)
+        if embedded is not None:
+            if item.kind != "workbook":
+                raise ValueError("datasource: embedded_datasources belong to workbooks")
+            item.embedded = self.catalog.embedded(embedded)
+
+    def published(self, path: str) -> Item | None:
+        """The published data source at `path`, as an embedded one names it."""
+        parent, name = split_path(path)
+        return self._item_paths.get(("datasource", f"{parent}/{name}"))
+
     def republish(self, kind: ItemKind, path: str, luid: str) -> Item:
         """Replace the item at `path` by a new one with another LUID, as a re-publish does."""
         old = self.items.pop(self.luid(kind, path))
         del self._item_paths[(kind, f"{old.project.path}/{old.name}")]
-        return self.add_item(
+        new = self.add_item(
             kind,
             path,
             luid=luid,
@@ -180,6 +215,8 @@ class Content:
             outcome=old.outcome,
             connection_type=old.connection_type,
         )
+        new.tables, new.embedded = old.tables, old.embedded
+        return new
 
     def luid(self, kind: Kind, path: str) -> str:
         parent, name = split_path(path)
@@ -203,37 +240,61 @@ class Content:
     def to_state(self) -> dict[str, Any]:
         """The state-file form of this content (LUIDs included)."""
         projects = [_project_state(p) for p in self.projects.values()]
-        return {"projects": projects} | {
-            f"{kind}s": [_item_state(i) for i in self.of_kind(kind)] for kind in KINDS
-        }
+        items = {f"{kind}s": [_item_state(i) for i in self.of_kind(kind)] for kind in KINDS}
+        return {"projects": projects, "tables": self.catalog.to_state()} | items
 
     def load(self, state: Mapping[str, Any]) -> None:
         """Merge state-file content in; a malformed entry raises ValueError."""
-        _check_keys(state, {"projects", "workbooks", "datasources"}, "state")
+        _check_keys(state, {"projects", "tables", "workbooks", "datasources"}, "state")
         for entry in _entries(state, "projects"):
             _check_keys(entry, {"name", "parent", "path", "luid", "description"}, "project")
             path = _entry_path(entry, "parent")
             self.add_project(path, luid=entry.get("luid"), description=entry.get("description", ""))
+        self.catalog.load(_entries(state, "tables"))
         for kind in KINDS:
             for entry in _entries(state, f"{kind}s"):
                 self._load_item(kind, entry)
+        self._check_published()
 
     def _load_item(self, kind: ItemKind, entry: Mapping[str, Any]) -> None:
         allowed = {"name", "project", "path", "luid", "refreshable", "refresh_outcome"}
-        _check_keys(entry, allowed | {"connection_type"}, kind)
+        links = {"tables"} if kind == "datasource" else {"embedded_datasources"}
+        _check_keys(entry, allowed | links | {"connection_type", "vizportal_url_id"}, kind)
         raw = entry.get("refresh_outcome") or {}
         _check_keys(raw, {"finish_code", "notes"}, "refresh_outcome")
         refreshable = entry.get("refreshable", True)
         if not isinstance(refreshable, bool):
             raise ValueError(f"{kind}: refreshable must be true or false")
-        self.add_item(
+        number = entry.get("vizportal_url_id")
+        item = self.add_item(
             kind,
             _entry_path(entry, "project"),
             luid=entry.get("luid"),
             refreshable=refreshable,
             outcome=RefreshOutcome(int(raw.get("finish_code", 0)), raw.get("notes")),
             connection_type=entry.get("connection_type"),
+            number=int(number) if number is not None else None,
         )
+        self.connect(item, tables=entry.get("tables"), embedded=entry.get("embedded_datasources"))
+        if "embedded_datasources" in entry and "refreshable" not in entry:
+            item.refreshable = any(e.has_extracts for e in item.embedded)
+
+    def _check_published(self) -> None:
+        for workbook in self.of_kind("workbook"):
+            for embedded in workbook.embedded:
+                if embedded.published and self.published(embedded.published) is None:
+                    raise ValueError(
+                        f"workbook {workbook.path!r}: no published data source "
+                        f"{embedded.published!r}"
+                    )
+
+    def _take_number(self, wanted: int | None) -> int:
+        # Never reused, so a re-published item gets a new URL as on Tableau.
+        number = wanted if wanted is not None else max(self._numbers, default=0) + 1
+        if number < 1 or number in self._numbers:
+            raise ValueError(f"vizportal_url_id {number} is taken or not a positive number")
+        self._numbers.add(number)
+        return number
 
     def _unique_content_url(self, kind: ItemKind, name: str, luid: str) -> str:
         # Tableau strips what URLs cannot hold and suffixes a number on a clash.
@@ -241,33 +302,6 @@ class Content:
         url = base if (kind, base) not in self._content_urls else f"{base}_{int(luid[:8], 16)}"
         self._content_urls.add((kind, url))
         return url
-
-
-def demo_content() -> Content:
-    """The demo site: nested projects, a shared workbook name, a live and a failing source."""
-    content = Content()
-    for path in (DEFAULT_PROJECT, "Sales", "Finance", "Finance/Regional", "Marketing"):
-        content.add_project(path)
-    for path in (
-        "Sales/Executive Overview",
-        "Finance/Executive Overview",
-        "Finance/Regional/EMEA Revenue",
-        "Marketing/Campaign Performance",
-        "Sales/Pipeline Health",
-    ):
-        content.add_item("workbook", path)
-    content.add_item("datasource", "Finance/Revenue")
-    content.add_item("datasource", "Sales/Orders")
-    content.add_item(
-        "datasource", "Sales/Live Inventory", refreshable=False, connection_type="postgres"
-    )
-    content.add_item(
-        "datasource",
-        "Finance/Legacy Ledger",
-        outcome=RefreshOutcome(1, _LEDGER_NOTES),
-        connection_type="sqlserver",
-    )
-    return content
 
 
 def content_from_state(state: Mapping[str, Any]) -> Content:
@@ -299,6 +333,10 @@ def _item_state(item: Item) -> dict[str, Any]:
         }
     if item.kind == "datasource":
         entry["connection_type"] = item.connection_type
+        entry["tables"] = [t.key for t in item.tables]
+    else:
+        entry["embedded_datasources"] = [embedded_state(e) for e in item.embedded]
+    entry["vizportal_url_id"] = item.number
     return entry
 
 

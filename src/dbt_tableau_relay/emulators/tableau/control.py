@@ -15,7 +15,11 @@ JSON in, JSON out; never subject to faults, never recorded:
     POST   /_emulator/reset                 initial content; no jobs, sessions, log or faults
     POST   /_emulator/content               merge content in (state-file format)
     POST   /_emulator/refresh-outcome       {"luid": .., "finish_code": 1, "notes": ".."}
-    POST   /_emulator/settings              {"job_duration": 0.5, "session_ttl": 60}
+    POST   /_emulator/settings              {"job_duration": 0.5, "session_ttl": 60,
+                                             "metadata_node_limit": 20000}
+
+Faults also take {"metadata_error": {"count": 1, "code": "RATE_EXCEEDED"}} and
+{"metadata_partial": {"count": null, "above_nodes": 500}} (see faults.py).
 """
 
 from __future__ import annotations
@@ -111,7 +115,13 @@ def _settings(state: SiteState, faults: Faults, data: dict[str, Any]) -> JsonRep
             state.job_duration = float(data["job_duration"])
         if "session_ttl" in data:
             state.auth.session_ttl = float(data["session_ttl"])
-        return 200, {"job_duration": state.job_duration, "session_ttl": state.auth.session_ttl}
+        if "metadata_node_limit" in data:
+            state.metadata_node_limit = int(data["metadata_node_limit"])
+        return 200, {
+            "job_duration": state.job_duration,
+            "session_ttl": state.auth.session_ttl,
+            "metadata_node_limit": state.metadata_node_limit,
+        }
 
 
 _ROUTES: dict[tuple[str, str], _Handler] = {

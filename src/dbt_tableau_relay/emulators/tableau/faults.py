@@ -6,6 +6,11 @@ a 5xx. Added latency applies on top to every /api/ call. With
 `processed=True` a 5xx or a drop comes after the request was carried out
 (a refresh is then queued although the client saw a failure), as happens
 when Tableau times out behind a proxy.
+
+Two more apply to Metadata API queries only, after the HTTP faults:
+`metadata_error` answers a GraphQL error and no data (RATE_EXCEEDED by
+default), `metadata_partial` cuts the answer short and adds an error, as
+Tableau does when a query reaches its time limit ("data" is still there).
 """
 
 from __future__ import annotations
@@ -26,6 +31,36 @@ class Fault:
     status: int = 0
     retry_after: float = 0.0
     processed: bool = False
+
+
+@dataclass(frozen=True)
+class MetadataFault:
+    """A GraphQL error to answer a Metadata API query with."""
+
+    code: str
+    message: str
+    partial: bool  # True: the data is kept, cut short; False: no data at all
+
+
+RATE_EXCEEDED_MESSAGE = "Rate limit exceeded. Slow down the rate of queries and try again later."
+TIME_LIMIT_MESSAGE = (
+    "Reached time limit. Showing partial results. Use pagination, additional filtering, "
+    "or both in the query to adjust results."
+)
+
+
+@dataclass
+class _MetadataBudget:
+    fault: MetadataFault
+    count: int | None  # None: until cleared
+    above_nodes: int = 0  # partial only for answers with more nodes than this
+
+    def take(self, nodes: int) -> MetadataFault | None:
+        if self.count == 0 or nodes <= self.above_nodes:
+            return None
+        if self.count is not None:
+            self.count -= 1
+        return self.fault
 
 
 @dataclass
@@ -52,6 +87,8 @@ class Faults:
         self._fail = _Budget()
         self._rate_limit = _Budget()
         self._drop = _Budget()
+        self._metadata_error: _MetadataBudget | None = None
+        self._metadata_partial: _MetadataBudget | None = None
 
     def fail(
         self,
@@ -77,10 +114,43 @@ class Faults:
         with self._lock:
             self._drop = _budget(count, None, processed=processed)
 
+    def metadata_error(
+        self, count: int = 1, *, code: str = "RATE_EXCEEDED", message: str | None = None
+    ) -> None:
+        """Answer the next `count` Metadata API queries with this error and no data."""
+        text = message or (RATE_EXCEEDED_MESSAGE if code == "RATE_EXCEEDED" else code)
+        with self._lock:
+            self._metadata_error = _MetadataBudget(MetadataFault(code, text, False), count)
+
+    def metadata_partial(
+        self,
+        count: int | None = None,
+        *,
+        above_nodes: int = 0,
+        code: str = "TIME_LIMIT_EXCEEDED",
+        message: str = TIME_LIMIT_MESSAGE,
+    ) -> None:
+        """Cut Metadata API answers of more than `above_nodes` nodes in half, with an error.
+
+        `count` None: every such answer until cleared (smaller pages get through).
+        """
+        fault = MetadataFault(code, message, True)
+        with self._lock:
+            self._metadata_partial = _MetadataBudget(fault, count, above_nodes)
+
+    def take_metadata_error(self) -> MetadataFault | None:
+        with self._lock:
+            return self._metadata_error.take(1) if self._metadata_error else None
+
+    def take_metadata_partial(self, nodes: int) -> MetadataFault | None:
+        with self._lock:
+            return self._metadata_partial.take(nodes) if self._metadata_partial else None
+
     def clear(self) -> None:
         with self._lock:
             self.latency = 0.0
             self._fail, self._rate_limit, self._drop = _Budget(), _Budget(), _Budget()
+            self._metadata_error = self._metadata_partial = None
 
     def take(self) -> Fault | None:
         """The fault for the call now starting, using up one of its budget."""
@@ -105,6 +175,11 @@ class Faults:
             self.rate_limit(limit.get("count", 1), **_pick(limit, "retry_after"))
         if (drop := spec.get("drop")) is not None:
             self.drop(drop.get("count", 1), **_pick(drop, "processed"))
+        if (error := spec.get("metadata_error")) is not None:
+            self.metadata_error(error.get("count", 1), **_pick(error, "code", "message"))
+        if (partial := spec.get("metadata_partial")) is not None:
+            keys = ("above_nodes", "code", "message")
+            self.metadata_partial(partial.get("count"), **_pick(partial, *keys))
 
     def describe(self) -> dict[str, Any]:
         with self._lock:
@@ -117,7 +192,15 @@ class Faults:
                 },
                 "rate_limit": {"count": self._rate_limit.count},
                 "drop": {"count": self._drop.count},
+                "metadata_error": _describe(self._metadata_error),
+                "metadata_partial": _describe(self._metadata_partial),
             }
+
+
+def _describe(budget: _MetadataBudget | None) -> dict[str, Any] | None:
+    if budget is None:
+        return None
+    return {"count": budget.count, "code": budget.fault.code, "above_nodes": budget.above_nodes}
 
 
 def _budget(count: int | None, seconds: float | None, **settings: Any) -> _Budget:

@@ -1,8 +1,9 @@
 """HTTP plumbing: a keep-alive HTTP/1.1 server, faults, the request log.
 
-Each /api/ call gets its latency and fault first; then `api.dispatch` answers
-it; then it is recorded (method, path, query, status, whether a token came,
-never the token). /_emulator/ calls go to `control` and bypass all of that.
+Each /api/ call gets its latency and fault first; then `api.dispatch` (or, for
+/api/metadata/graphql, `metadata.answer`) answers it; then it is recorded
+(method, path, query, status, whether a token came, never the token).
+/_emulator/ calls go to `control` and bypass all of that.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from dbt_tableau_relay.emulators.tableau import api
+from dbt_tableau_relay.emulators.tableau import api, metadata
 from dbt_tableau_relay.emulators.tableau.control import control
 from dbt_tableau_relay.emulators.tableau.faults import Fault, Faults
 from dbt_tableau_relay.emulators.tableau.protocol import ApiError, Request
@@ -124,7 +125,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and not fault.processed:
             answer = _fault_answer(fault, req)
         else:
-            answer = _answer(state, req)
+            answer = _answer(state, faults, req)
             if fault is not None:
                 answer = _fault_answer(fault, req)
         state.log(record(req.method, req.path, req.query, answer[0], req.token is not None))
@@ -164,8 +165,10 @@ class _Handler(BaseHTTPRequestHandler):
         _shut(self.connection)
 
 
-def _answer(state: SiteState, req: Request) -> Answer:
+def _answer(state: SiteState, faults: Faults, req: Request) -> Answer:
     try:
+        if metadata.is_metadata(req.path):
+            return metadata.answer(state, faults, req)
         reply = api.dispatch(state, req)
     except ApiError as exc:
         body, ctype = error_body(exc.code, exc.summary, exc.detail, req.wants_json)

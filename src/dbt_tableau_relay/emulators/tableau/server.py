@@ -8,7 +8,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -20,8 +20,8 @@ from dbt_tableau_relay.emulators.tableau.content import (
     Kind,
     RefreshOutcome,
     content_from_state,
-    demo_content,
 )
+from dbt_tableau_relay.emulators.tableau.demo_site import demo_content
 from dbt_tableau_relay.emulators.tableau.faults import Faults
 from dbt_tableau_relay.emulators.tableau.handler import EmulatorHTTPServer
 from dbt_tableau_relay.emulators.tableau.jobs import JobView
@@ -127,8 +127,24 @@ class Emulator:
         with self._state.lock:
             return self._state.content.add_project(path, luid=luid).luid
 
-    def add_workbook(self, path: str, *, refreshable: bool = True, luid: str | None = None) -> str:
-        return self._add("workbook", path, refreshable=refreshable, luid=luid)
+    def add_workbook(
+        self,
+        path: str,
+        *,
+        refreshable: bool | None = None,
+        luid: str | None = None,
+        embedded_datasources: Sequence[Mapping[str, Any]] | None = None,
+    ) -> str:
+        """A new workbook; `embedded_datasources` in state-file form (catalog.py).
+
+        `refreshable` None: true, or with embedded data sources whether one has an extract.
+        """
+        if refreshable is None:
+            embedded = embedded_datasources or []
+            has_extract = any(e.get("has_extracts") for e in embedded)
+            refreshable = embedded_datasources is None or has_extract
+        links = {"embedded": list(embedded_datasources or [])}
+        return self._add("workbook", path, links, refreshable=refreshable, luid=luid)
 
     def add_datasource(
         self,
@@ -137,10 +153,27 @@ class Emulator:
         refreshable: bool = True,
         luid: str | None = None,
         connection_type: str | None = None,
+        tables: Sequence[str] | None = None,
     ) -> str:
+        """A new published data source; `tables` it reads, as DATABASE.SCHEMA.NAME."""
         return self._add(
-            "datasource", path, refreshable=refreshable, luid=luid, connection_type=connection_type
+            "datasource",
+            path,
+            {"tables": list(tables or [])},
+            refreshable=refreshable,
+            luid=luid,
+            connection_type=connection_type,
         )
+
+    def add_table(self, name: str, *, connection_type: str | None = None) -> str:
+        """A database table, `DATABASE.SCHEMA.NAME` as the database stores it; its LUID."""
+        with self._state.lock:
+            return self._state.content.catalog.add_table(name, connection_type=connection_type).luid
+
+    def load_content(self, state: Mapping[str, Any]) -> None:
+        """Merge content in, in state-file form (as POST /_emulator/content does)."""
+        with self._state.lock:
+            self._state.content.load(state)
 
     def republish(self, kind: ItemKind, path: str) -> str:
         """Delete and publish the item again: same path, a new LUID (old one answers 404)."""
@@ -175,6 +208,16 @@ class Emulator:
     def job_duration(self, seconds: float) -> None:
         with self._state.lock:
             self._state.job_duration = seconds
+
+    @property
+    def metadata_node_limit(self) -> int:
+        """Most objects one Metadata API answer holds; more are cut, with NODE_LIMIT_EXCEEDED."""
+        return self._state.metadata_node_limit
+
+    @metadata_node_limit.setter
+    def metadata_node_limit(self, nodes: int) -> None:
+        with self._state.lock:
+            self._state.metadata_node_limit = nodes
 
     @property
     def session_ttl(self) -> float:
@@ -212,6 +255,10 @@ class Emulator:
     def sign_ins(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.is_sign_in]
 
+    def metadata_queries(self) -> list[RecordedRequest]:
+        """Metadata API (GraphQL) POSTs, whatever they were answered."""
+        return [r for r in self.requests if r.is_metadata]
+
     @property
     def jobs(self) -> tuple[JobView, ...]:
         with self._state.lock:
@@ -223,9 +270,14 @@ class Emulator:
 
     # internals
 
-    def _add(self, kind: ItemKind, path: str, **options: Any) -> str:
+    def _add(self, kind: ItemKind, path: str, links: dict[str, Any], **options: Any) -> str:
         with self._state.lock:
-            return self._state.content.add_item(kind, path, **options).luid
+            content = self._state.content
+            item = content.add_item(kind, path, **options)
+            content.connect(item, **links)
+            if any(e.published and not content.published(e.published) for e in item.embedded):
+                raise ValueError(f"{path}: an embedded data source names no published one")
+            return item.luid
 
     def _bind(self, port: int, host: str) -> EmulatorHTTPServer:
         if self._server is not None:

@@ -17,6 +17,8 @@ from dbt_tableau_relay.emulators.tableau.jobs import JobBoard
 
 _REFRESH = re.compile(r"^/api/[^/]+/sites/[^/]+/(?:workbooks|datasources)/([^/]+)/refresh/?$", re.I)
 _SIGN_IN = re.compile(r"^/api/[^/]+/auth/signin/?$", re.I)
+_METADATA = re.compile(r"^/api/metadata/graphql/?$", re.I)
+DEFAULT_NODE_LIMIT = 20000  # Tableau's default node limit for one Metadata API answer
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,10 @@ class RecordedRequest:
     @property
     def is_sign_in(self) -> bool:
         return self.method == "POST" and _SIGN_IN.match(self.path) is not None
+
+    @property
+    def is_metadata(self) -> bool:
+        return self.method == "POST" and _METADATA.match(self.path) is not None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,6 +83,7 @@ class SiteState:
         )
         self.owner = next(iter(users), "relay")
         self.job_duration = job_duration
+        self.metadata_node_limit = DEFAULT_NODE_LIMIT
         self.content = content
         self._initial_content = copy.deepcopy(content)
         self.jobs = JobBoard()
