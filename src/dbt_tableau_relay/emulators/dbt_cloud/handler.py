@@ -17,7 +17,7 @@ import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from dbt_tableau_relay.emulators.dbt_cloud import api
 from dbt_tableau_relay.emulators.dbt_cloud.control import control
@@ -103,7 +103,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(status, json.dumps(payload).encode(), {"Content-Type": api.JSON_TYPE})
         else:
             headers = {k.lower(): v for k, v in self.headers.items()}
-            self._api(api.Request(self.command, url.path, query, headers))
+            self._api(api.Request(self.command, unquote(url.path), query, headers))
 
     def _api(self, req: api.Request) -> None:
         faults, state = self.server.faults, self.server.state
