@@ -38,6 +38,16 @@ from dbt_tableau_relay.errors import (
     TransientDbtCloudError,
 )
 
+__all__ = [
+    "Backoff",
+    "DbtCloudClient",
+    "Run",
+    "RunStatus",
+    "RunStep",
+    "parse_run",
+    "parse_time",
+]
+
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 100  # dbt Cloud's largest `limit`
@@ -207,19 +217,16 @@ class DbtCloudClient:
         (unfinished runs drop out); it filters here, not in dbt Cloud, whose
         date-range syntax is not documented.
         """
-        if not 1 <= limit <= MAX_PAGE or offset < 0:
-            raise ValueError(f"limit must be 1..{MAX_PAGE} and offset at least 0")
-        params: dict[str, Any] = {"order_by": "-id", "limit": limit, "offset": offset}
-        for key, value in (
-            ("job_definition_id", job_id),
-            ("environment_id", environment_id),
-            ("project_id", project_id),
-        ):
-            if value is not None:
-                params[key] = _id(value)
-        if status is not None:
-            params["status__in"] = json.dumps(sorted({int(s) for s in status}))
+        ids = {
+            "job_definition_id": job_id,
+            "environment_id": environment_id,
+            "project_id": project_id,
+        }
+        wanted = sorted({int(s) for s in status}) if status is not None else None
+        params = _list_params(ids, wanted, limit, offset)
         runs = [parse_run(r) for r in _data(self._get_json("runs/", params), list)]
+        if wanted is not None:  # also here: the list syntax of status__in is not documented
+            runs = [r for r in runs if r.status in wanted]
         if finished_after is not None:
             runs = [r for r in runs if r.finished_at is not None and r.finished_at > finished_after]
         return runs
@@ -338,6 +345,18 @@ class DbtCloudClient:
         raise error_for(
             response.status_code, response.content, what, response.headers.get("Retry-After")
         )
+
+
+def _list_params(
+    ids: Mapping[str, int | str | None], status: list[int] | None, limit: int, offset: int
+) -> dict[str, Any]:
+    if not 1 <= limit <= MAX_PAGE or offset < 0:
+        raise ValueError(f"limit must be 1..{MAX_PAGE} and offset at least 0")
+    params: dict[str, Any] = {"order_by": "-id", "limit": limit, "offset": offset}
+    params.update({key: _id(value) for key, value in ids.items() if value is not None})
+    if status is not None:
+        params["status__in"] = json.dumps(status, separators=(",", ":"))  # [10,20]
+    return params
 
 
 def _data(answer: Any, kind: type) -> Any:

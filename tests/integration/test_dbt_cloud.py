@@ -140,6 +140,12 @@ def test_list_runs_is_most_recent_first_and_filtered(
     assert ids("2", environment_id=11) == [d, c]
     assert ids(project_id=20) == [b, a]
     assert ids(2, status=[SUCCESS, ERROR]) == [c, b]
+    sent = emu.requests[-1].query
+    assert (sent["order_by"], sent["status__in"], sent["job_definition_id"]) == (
+        "-id",
+        "[10,20]",
+        "2",
+    )
     assert all(r.steps == () for r in client.list_runs())
 
 
