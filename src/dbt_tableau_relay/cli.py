@@ -19,6 +19,7 @@ from dbt_tableau_relay.tableau import TableauClient, TableauJob
 from dbt_tableau_relay.targets import project_paths
 
 if TYPE_CHECKING:
+    from dbt_tableau_relay.emulators.dbt_cloud import DbtCloudEmulator
     from dbt_tableau_relay.queue import RefreshQueue
 
 
@@ -217,6 +218,48 @@ def emulator(
         state_file=state_file,
         job_duration=job_duration,
     )
+
+
+def _account(value: str) -> tuple[int, str]:
+    account, sep, token = value.partition(":")
+    if not sep or not account.strip().isdigit() or not token:
+        raise click.BadParameter("give ACCOUNT_ID:TOKEN, e.g. 1:my-service-token")
+    return int(account), token
+
+
+def _listening(emulator: DbtCloudEmulator) -> None:
+    click.echo(f"dbt Cloud emulator listening on {emulator.url} (account {emulator.account_id})")
+
+
+@main.command("dbt-cloud-emulator")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8901, show_default=True, type=int)
+@click.option(
+    "--state", "state_file", type=click.Path(dir_okay=False), help="Jobs and runs (JSON)."
+)
+@click.option(
+    "--account",
+    "accounts",
+    multiple=True,
+    envvar="DBT_CLOUD_EMULATOR_ACCOUNTS",
+    help="ACCOUNT_ID:TOKEN, repeatable [default: 1:dbtc_emulator-service-token].",
+)
+@click.option(
+    "--artifact-delay", default=0.0, show_default=True, help="Seconds artifacts answer 404."
+)
+def dbt_cloud_emulator(
+    host: str, port: int, state_file: str | None, accounts: tuple[str, ...], artifact_delay: float
+) -> None:
+    """Run the built-in dbt Cloud Admin API v2 emulator."""
+    from dbt_tableau_relay.emulators.dbt_cloud import run_dbt_cloud_emulator
+
+    tokens = dict(_account(a) for a in accounts) or None
+    try:
+        run_dbt_cloud_emulator(
+            port, host, state_file, accounts=tokens, artifact_delay=artifact_delay, ready=_listening
+        )
+    except ValueError as exc:
+        fail(str(exc))
 
 
 # -- the relay ----------------------------------------------------------------

@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -24,6 +25,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -229,12 +231,39 @@ class WorkerSettings(_Strict):
 
 
 class DbtCloudSettings(_Strict):
-    """The dbt Cloud Admin API: the run's artifacts for lineage, runs for reconciliation."""
+    """The dbt Cloud Admin API v2: lineage reads run artifacts, reconciliation lists runs."""
 
+    # Regional cells (ACCOUNT_PREFIX.us1.dbt.com, ...) and single-tenant hosts reject
+    # tokens at the default URL: use the account's own access URL.
     access_url: str = "https://cloud.getdbt.com"
-    account_id: int
+    account_id: int = Field(gt=0)
     api_token: SecretStr
-    reconcile_seconds: float | None = Field(default=None, gt=0)
+    reconcile_seconds: float | None = Field(
+        default=None, gt=0, description="poll for finished runs this often; absent = never"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_reconcile_is_none(cls, data: Any) -> Any:
+        """`reconcile_seconds: "{{ env_var('R', '') }}"` switches reconciliation off."""
+        if isinstance(data, dict) and data.get("reconcile_seconds") == "":
+            data = {**data, "reconcile_seconds": None}
+        return data
+
+    @field_validator("access_url")
+    @classmethod
+    def _an_http_url(cls, value: str) -> str:
+        url = urlsplit(value.strip())
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise ValueError("access_url must be an http:// or https:// URL")
+        return value.strip().rstrip("/")
+
+    @field_validator("api_token")
+    @classmethod
+    def _a_token(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("api_token must not be empty")
+        return value
 
 
 class DbtSettings(_Strict):

@@ -6,21 +6,28 @@
     │   ├── UnknownJobError         no refresh job has that id
     │   └── NotReplayableError      only failed or dead jobs can be replayed
     ├── MalformedEventError         a (signed) webhook body that is not a dbt Cloud event
-    ├── TransientError              a marker: worth retrying (every Transient... below is one)
-    └── TableauError                Tableau refused, failed or could not be reached
-        ├── TransientTableauError   worth retrying: 5xx, 429, RATE_EXCEEDED, dropped calls, timeouts
-        │   ├── SessionInvalidError 401000/401002: the session ended; sign in again
-        │   └── PartialMetadataError Metadata API answered partial data (time or node limit)
-        │                           even in small pages; never used as if complete
-        ├── AlreadyQueuedError      409093: a refresh of this item is already queued or running
-        ├── JobWaitTimeout          a Tableau job did not finish within the time allowed
-        └── PermanentTableauError   will fail the same way again: 400, 401001, 403, 404, 409090,
-            │                       a Metadata API query refused (ACCESS_DENIED, INVALID_ARGUMENT)
-            ├── NotFoundError       404: no such item (after one fresh look-up of a path)
-            └── TargetError         a target path or LUID that resolves to nothing, or to several
+    ├── TransientError              a marker: worth retrying (each Transient... below is one)
+    ├── TableauError                Tableau refused, failed or could not be reached
+    │   ├── TransientTableauError   worth retrying: 5xx, 429, RATE_EXCEEDED, dropped calls, timeouts
+    │   │   ├── SessionInvalidError 401000/401002: the session ended; sign in again
+    │   │   └── PartialMetadataError Metadata API answered partial data (time or node limit)
+    │   │                           even in small pages; never used as if complete
+    │   ├── AlreadyQueuedError      409093: a refresh of this item is already queued or running
+    │   ├── JobWaitTimeout          a Tableau job did not finish within the time allowed
+    │   └── PermanentTableauError   will fail the same way again: 400, 401001, 403, 404, 409090,
+    │       │                       a Metadata API query refused (ACCESS_DENIED, INVALID_ARGUMENT)
+    │       ├── NotFoundError       404: no such item (after one fresh look-up of a path)
+    │       └── TargetError         a target path or LUID that resolves to nothing, or to several
+    └── DbtCloudError               the dbt Cloud Admin API refused, failed or could not be reached
+        ├── TransientDbtCloudError  worth retrying later: 5xx, 429, timeouts, connection errors,
+        │                           artifacts of a run that is still running
+        └── PermanentDbtCloudError  will fail the same way again: 400, 401, 403, 404
+            └── ArtifactNotFoundError  still 404 after `artifact_wait`, or the run finished
+                                       too long ago for a 404 to mean "not ingested yet"
 
 Third-party errors (tableauserverclient, requests) are translated at the
-boundary in `tableau_errors.py`; no caller ever inspects them.
+boundary in `tableau_errors.py`, httpx's in `dbt_cloud.py`; no caller ever
+inspects them.
 """
 
 from __future__ import annotations
@@ -113,3 +120,34 @@ class PartialMetadataError(TransientTableauError):
 
 class NotFoundError(PermanentTableauError):
     """Tableau has no such item (404)."""
+
+
+class DbtCloudError(RelayError):
+    """The dbt Cloud Admin API refused the request, failed, or could not be reached.
+
+    `status` is the HTTP status, if any; `retry_after` the delay in seconds
+    dbt Cloud asked for (Retry-After), if any. Messages never hold the token.
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class TransientDbtCloudError(DbtCloudError, TransientError):
+    """dbt Cloud is unavailable or overloaded; the same request may succeed later."""
+
+
+class PermanentDbtCloudError(DbtCloudError):
+    """dbt Cloud refused the request; sending it again will not help."""
+
+
+class ArtifactNotFoundError(PermanentDbtCloudError):
+    """The run has no such artifact (in that step), and waiting longer will not bring it."""

@@ -54,6 +54,8 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     # TSC logs response bodies (debug) and 409093 (warning); the relay logs what matters.
     logging.getLogger("TSC").setLevel(max(logging.ERROR, root.level))
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
+    # httpx logs every request at INFO (the dbt Cloud client's); the relay logs its retries.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
 
 
 def _text(value: Any) -> str:

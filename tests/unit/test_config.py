@@ -243,3 +243,89 @@ def test_the_replay_window_and_body_timeout_are_read() -> None:
 def test_limits_must_be_positive(key: str, value: str) -> None:
     with pytest.raises(ConfigError, match=rf"dbt\.{key}"):
         parse_settings(BASE + f"dbt:\n  {key}: {value}\n", ENV)
+
+
+# -- dbt.cloud: the Admin API ----------------------------------------------------------
+
+CLOUD_ENV = ENV | {"DBT_CLOUD_API_TOKEN": "dbtc_service-token-value"}
+
+
+def cloud(lines: str) -> str:
+    """BASE plus a `dbt.cloud` block made of `lines` (indented under it)."""
+    body = "".join(f"    {line}\n" for line in lines.strip().splitlines())
+    return BASE + "dbt:\n  cloud:\n" + body
+
+
+TOKEN_LINE = "api_token: \"{{ env_var('DBT_CLOUD_API_TOKEN') }}\""
+
+
+def test_dbt_cloud_is_absent_by_default() -> None:
+    assert parse_settings(BASE, ENV).dbt.cloud is None
+
+
+def test_dbt_cloud_defaults_to_the_multi_tenant_url_and_no_reconciliation() -> None:
+    settings = parse_settings(cloud(f"account_id: 12\n{TOKEN_LINE}"), CLOUD_ENV).dbt.cloud
+    assert settings is not None
+    assert (settings.access_url, settings.account_id) == ("https://cloud.getdbt.com", 12)
+    assert settings.api_token.get_secret_value() == "dbtc_service-token-value"
+    assert settings.reconcile_seconds is None
+
+
+def test_the_api_token_is_hidden_in_the_settings_repr() -> None:
+    settings = parse_settings(cloud(f"account_id: 12\n{TOKEN_LINE}"), CLOUD_ENV)
+    assert "dbtc_service-token-value" not in repr(settings)
+    assert "dbtc_service-token-value" not in str(settings.model_dump())
+
+
+@pytest.mark.parametrize(
+    ("url", "read"),
+    [
+        ("https://ab123.us1.dbt.com", "https://ab123.us1.dbt.com"),  # a regional cell
+        ("https://emea.dbt.com/", "https://emea.dbt.com"),
+        ("https://dbt.acme-single-tenant.com", "https://dbt.acme-single-tenant.com"),
+        ("http://127.0.0.1:8901", "http://127.0.0.1:8901"),  # the emulator
+    ],
+)
+def test_any_access_url_is_read_without_its_trailing_slash(url: str, read: str) -> None:
+    text = cloud(f"access_url: {url}\naccount_id: 1\n{TOKEN_LINE}")
+    settings = parse_settings(text, CLOUD_ENV).dbt.cloud
+    assert settings is not None
+    assert settings.access_url == read
+
+
+def test_account_id_and_reconcile_seconds_may_come_from_variables() -> None:
+    lines = (
+        "account_id: \"{{ env_var('DBT_CLOUD_ACCOUNT_ID') }}\"\n"
+        "reconcile_seconds: \"{{ env_var('RECONCILE', '300') }}\"\n" + TOKEN_LINE
+    )
+    settings = parse_settings(cloud(lines), CLOUD_ENV | {"DBT_CLOUD_ACCOUNT_ID": "70"}).dbt.cloud
+    assert settings is not None
+    assert (settings.account_id, settings.reconcile_seconds) == (70, 300.0)
+
+
+def test_an_empty_reconcile_seconds_means_no_reconciliation() -> None:
+    lines = f"account_id: 1\nreconcile_seconds: \"{{{{ env_var('R', '') }}}}\"\n{TOKEN_LINE}"
+    settings = parse_settings(cloud(lines), CLOUD_ENV).dbt.cloud
+    assert settings is not None
+    assert settings.reconcile_seconds is None
+
+
+@pytest.mark.parametrize(
+    ("lines", "where"),
+    [
+        (TOKEN_LINE, r"dbt\.cloud\.account_id: Field required"),
+        ("account_id: 1", r"dbt\.cloud\.api_token: Field required"),
+        ('account_id: 1\napi_token: " "', r"dbt\.cloud\.api_token: .*must not be empty"),
+        (f"account_id: 0\n{TOKEN_LINE}", r"dbt\.cloud\.account_id"),
+        (f"account_id: abc\n{TOKEN_LINE}", r"dbt\.cloud\.account_id"),
+        (f"account_id: 1\nreconcile_seconds: 0\n{TOKEN_LINE}", r"dbt\.cloud\.reconcile_seconds"),
+        (f"account_id: 1\nreconcile_seconds: -5\n{TOKEN_LINE}", r"dbt\.cloud\.reconcile_seconds"),
+        (f"access_url: cloud.getdbt.com\naccount_id: 1\n{TOKEN_LINE}", r"access_url must be"),
+        (f"access_url: ftp://x.example\naccount_id: 1\n{TOKEN_LINE}", r"access_url must be"),
+        (f"account_id: 1\nhost: x\n{TOKEN_LINE}", r"dbt\.cloud\.host: unknown key"),
+    ],
+)
+def test_a_bad_dbt_cloud_block_is_named(lines: str, where: str) -> None:
+    with pytest.raises(ConfigError, match=where) as info:
+        parse_settings(cloud(lines), CLOUD_ENV)
+    assert "dbtc_service-token-value" not in str(info.value)
