@@ -24,18 +24,20 @@ import base64
 import binascii
 import hmac
 import ipaddress
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.datastructures import Headers
 
 from dbt_tableau_relay.config import Settings
 from dbt_tableau_relay.errors import NotReplayableError, UnknownJobError
 from dbt_tableau_relay.queue import RefreshQueue
+from dbt_tableau_relay.runs import LineageJob, lineage_jobs_of_run
 from dbt_tableau_relay.store import RefreshJob, Store
 
 REALM: Final = "dbt-tableau-relay"
@@ -213,6 +215,27 @@ class EventDetail(EventSummary):
     jobs: list[JobSummary]
 
 
+class LineageOut(_Out):
+    id: int
+    rule_name: str
+    sources: str
+    state: str
+    attempts: int
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    decisions: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class RunStory(BaseModel):
+    """A dbt run: its events, what its lineage rules decided, the refreshes it caused."""
+
+    run_id: str
+    events: list[EventSummary]
+    lineage: list[LineageOut]
+    jobs: list[JobSummary]
+
+
 class Replayed(BaseModel):
     job_id: int
     replayed_as: int
@@ -299,6 +322,27 @@ def get_job(request: Request, job_id: Id) -> JobDetail:
         attempt_log=[AttemptOut.model_validate(a) for a in job.attempt_log],
         events=[EventSummary.model_validate(e) for e in job.events],
     )
+
+
+@router.get("/runs/{run_id}", responses=NOT_FOUND)
+def get_run(request: Request, run_id: Annotated[str, Path(max_length=64)]) -> RunStory:
+    """One dbt run: its events, each lineage decision (refresh or skip, and why), its refreshes."""
+    store = store_of(request)
+    events, jobs = store.run_story(run_id)
+    lineage = lineage_jobs_of_run(store, run_id)
+    if not events:
+        raise HTTPException(404, f"no event of dbt run {run_id} was received")
+    return RunStory(
+        run_id=run_id,
+        events=[EventSummary.model_validate(e) for e in events],
+        lineage=[_lineage_out(j) for j in lineage],
+        jobs=job_summaries(jobs),
+    )
+
+
+def _lineage_out(job: LineageJob) -> LineageOut:
+    out = LineageOut.model_validate(job)
+    return out.model_copy(update={"decisions": json.loads(job.explanation or "[]")})
 
 
 @router.post(

@@ -190,3 +190,10 @@ def due_lineage(now: datetime) -> ColumnElement[bool]:
         (lj.state == "queued") & (lj.not_before <= now),
         (lj.state == "resolving") & (lj.lease_until < now),
     )
+
+
+def lineage_jobs_of_run(store: Store, run_id: str) -> list[LineageJob]:
+    """The run's lineage jobs, oldest first."""
+    query = select(LineageJob).where(LineageJob.run_id == run_id).order_by(LineageJob.id)
+    with store.session(readonly=True) as session:
+        return list(session.scalars(query))

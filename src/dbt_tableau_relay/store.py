@@ -359,6 +359,20 @@ class Store:
         with self.session(readonly=True) as session:
             return session.scalars(query).one_or_none()
 
+    def run_story(self, run_id: str) -> tuple[list[Event], list[RefreshJob]]:
+        """A dbt run's events and the refresh jobs that serve them, oldest first."""
+        events = select(Event).where(Event.run_id == run_id).order_by(Event.id)
+        served = select(RefreshJobEvent.refresh_job_id).join(
+            Event, Event.id == RefreshJobEvent.event_pk
+        )
+        jobs = (
+            select(RefreshJob)
+            .where(RefreshJob.id.in_(served.where(Event.run_id == run_id)))
+            .order_by(RefreshJob.id)
+        )
+        with self.session(readonly=True) as session:
+            return list(session.scalars(events)), list(session.scalars(jobs))
+
     def counts_by_state(self) -> dict[str, int]:
         """Refresh jobs per state, every known state present (0 if none)."""
         query = select(RefreshJob.state, func.count()).group_by(RefreshJob.state)
