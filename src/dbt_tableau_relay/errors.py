@@ -6,6 +6,8 @@
     │   ├── UnknownJobError         no refresh job has that id
     │   └── NotReplayableError      only failed or dead jobs can be replayed
     ├── MalformedEventError         a (signed) webhook body that is not a dbt Cloud event
+    ├── LineageError                lineage input that cannot be read
+    │   └── ArtifactError           a file that is not a dbt manifest.json / run_results.json
     └── TableauError                Tableau refused, failed or could not be reached
         ├── TransientTableauError   worth retrying: 5xx, 429, connection errors, timeouts
         │   └── SessionInvalidError 401000/401002: the session ended; sign in again
@@ -35,6 +37,14 @@ class ConfigError(RelayError):
 
 class MalformedEventError(RelayError):
     """The webhook body is not a dbt Cloud event."""
+
+
+class LineageError(RelayError):
+    """Lineage input (an artifact, a stored explanation) cannot be read."""
+
+
+class ArtifactError(LineageError):
+    """The file is not a dbt artifact of the kind expected."""
 
 
 class ReplayError(RelayError):
