@@ -113,7 +113,7 @@ def parse_run_results(data: Mapping[str, Any] | bytes | str) -> RunResults:
     """A run_results.json, raw or already parsed, read into `RunResults`."""
     doc = _document(data, "run_results.json")
     info = _info(doc, "run-results")
-    args = _mapping(doc.get("args") or {}, "args")
+    args = _section(doc, "args", "args")
     results = doc.get("results")
     if not isinstance(results, list):
         raise ArtifactError("run_results.json: results is not a list")
@@ -174,13 +174,13 @@ def _info(doc: Mapping[str, Any], expected: ArtifactKind) -> ArtifactInfo:
 
 def _entries(doc: Mapping[str, Any], key: str) -> list[tuple[str, Mapping[str, Any]]]:
     """The (unique_id, object) pairs of a top-level dict such as `nodes`."""
-    section = _mapping(doc.get(key) or {}, key)
+    section = _section(doc, key, key)
     return [(str(uid), _mapping(raw, f"{key}[{uid!r}]")) for uid, raw in section.items()]
 
 
 def _node(uid: str, raw: Mapping[str, Any]) -> Node:
     where = f"node {uid!r}"
-    config = _mapping(raw.get("config") or {}, f"{where} config")
+    config = _section(raw, "config", f"{where} config")
     return Node(
         unique_id=uid,
         resource_type=_str(raw.get("resource_type"), f"{where} resource_type"),
@@ -193,11 +193,11 @@ def _node(uid: str, raw: Mapping[str, Any]) -> Node:
 
 def _exposure(uid: str, raw: Mapping[str, Any]) -> Exposure:
     where = f"exposure {uid!r}"
-    config = _mapping(raw.get("config") or {}, f"{where} config")
+    config = _section(raw, "config", f"{where} config")
     # dbt >= 1.10 copies config.meta into meta; 1.6-1.9 keep each where it was written.
     meta = {
-        **_mapping(raw.get("meta") or {}, f"{where} meta"),
-        **_mapping(config.get("meta") or {}, f"{where} config.meta"),
+        **_section(raw, "meta", f"{where} meta"),
+        **_section(config, "meta", f"{where} config.meta"),
     }
     return Exposure(
         unique_id=uid,
@@ -221,11 +221,17 @@ def _result(index: int, raw: object) -> NodeResult:
 
 def _depends_on(raw: Mapping[str, Any], where: str) -> tuple[str, ...]:
     # Seeds and sources carry no depends_on.nodes (seeds: only `macros`).
-    deps = _mapping(raw.get("depends_on") or {}, f"{where} depends_on")
-    nodes = deps.get("nodes") or []
+    deps = _section(raw, "depends_on", f"{where} depends_on")
+    nodes = deps.get("nodes", [])
     if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
         raise ArtifactError(f"{where} depends_on.nodes: expected a list of unique ids")
     return tuple(nodes)
+
+
+def _section(raw: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    """raw[key] as an object; absent or null is empty (dbt omits or nulls empty ones)."""
+    value = raw.get(key)
+    return {} if value is None else _mapping(value, where)
 
 
 def _mapping(value: object, where: str) -> Mapping[str, Any]:

@@ -30,7 +30,7 @@ def explain_lines(decisions: Iterable[Decision], *, reasons: bool = False) -> li
     width = max((len(d.item.path) for d in rows), default=0)
     lines = []
     for d in rows:
-        line = f"{d.action:<{_ACTION_WIDTH}} {d.item.path:<{width}}  {_nodes(d.nodes)}"
+        line = f"{d.action:<{_ACTION_WIDTH}}  {d.item.path:<{width}}  {_nodes(d.nodes)}"
         lines.append(f"{line}  ({d.reason})" if reasons and d.reason else line.rstrip())
     return lines
 
