@@ -7,6 +7,8 @@
     │   └── NotReplayableError      only failed or dead jobs can be replayed
     ├── MalformedEventError         a (signed) webhook body that is not a dbt Cloud event
     ├── TransientError              a marker: worth retrying (each Transient... below is one)
+    ├── LineageError                lineage input that cannot be read
+    │   └── ArtifactError           a file that is not a dbt manifest.json / run_results.json
     ├── TableauError                Tableau refused, failed or could not be reached
     │   ├── TransientTableauError   worth retrying: 5xx, 429, RATE_EXCEEDED, dropped calls, timeouts
     │   │   ├── SessionInvalidError 401000/401002: the session ended; sign in again
@@ -46,6 +48,14 @@ class ConfigError(RelayError):
 
 class MalformedEventError(RelayError):
     """The webhook body is not a dbt Cloud event."""
+
+
+class LineageError(RelayError):
+    """Lineage input (an artifact, a stored explanation) cannot be read."""
+
+
+class ArtifactError(LineageError):
+    """The file is not a dbt artifact of the kind expected."""
 
 
 class ReplayError(RelayError):

@@ -9,5 +9,6 @@ touches the store, so every decision is a function tested on real artifacts.
 - `steps`: which run steps built something (not `dbt docs generate`);
 - `exposures`: dbt exposures of type dashboard that point at Tableau items;
 - `tableau_graph`: Metadata API queries and what in their answers holds an extract;
-- `decide`: refresh or skip, with the dbt nodes behind each decision.
+- `decide`: refresh or skip, with the dbt nodes behind each decision;
+- `explain`: decisions as `explain` lines and as the JSON stored with each job.
 """
