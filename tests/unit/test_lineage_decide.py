@@ -236,7 +236,7 @@ def test_relation_index_holds_models_seeds_snapshots_and_sources() -> None:
     assert index["relay_shop.analytics.raw_orders"] == (f"seed.{P}.raw_orders",)
     assert index["relay_shop.snapshots.customers_snapshot"] == (f"snapshot.{P}.customers_snapshot",)
     assert index["relay_shop.fx.exchange_rates"] == (f"source.{P}.fx.exchange_rates",)
-    assert len(index) == 13  # 9 models with a relation, 3 seeds, 1 snapshot + 1 source - ephemeral
+    assert len(index) == 13  # 8 models (not the ephemeral), 3 seeds, 1 snapshot, 1 source
     assert not any("dbt_test__audit" in relation for relation in index)
 
 
