@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,10 @@ from fastapi import FastAPI
 
 from dbt_tableau_relay.app import create_app
 from dbt_tableau_relay.config import Settings
+from dbt_tableau_relay.dbt_cloud import DbtCloudClient
 from dbt_tableau_relay.errors import ConfigError
+from dbt_tableau_relay.lineage_run import RunLineage
+from dbt_tableau_relay.reconcile import Reconciler
 from dbt_tableau_relay.store import Store
 from dbt_tableau_relay.tableau import TableauClient
 from dbt_tableau_relay.worker import Worker
@@ -39,14 +42,28 @@ async def refresh_worker(app: FastAPI) -> AsyncIterator[Worker]:
 
 @contextmanager
 def running_worker(settings: Settings, store: Store) -> Iterator[Worker]:
-    client = TableauClient(settings.tableau)
-    worker = Worker(store, client, settings.worker)
-    worker.start()
-    try:
+    """The worker, and with `dbt.cloud` its lineage resolver and the reconciler."""
+    with ExitStack() as stack:
+        client = TableauClient(settings.tableau)
+        stack.callback(client.close)  # signs out: the PAT's session ends with the process
+        cloud = settings.dbt.cloud
+        dbt = stack.enter_context(DbtCloudClient(cloud)) if cloud else None
+        resolver = RunLineage(dbt, client, settings.tableau.site) if dbt else None
+        worker = Worker(store, client, settings.worker, resolver=resolver)
+        worker.start()
+        stack.callback(worker.stop)
+        if dbt is not None and cloud is not None and cloud.reconcile_seconds:
+            reconciler = Reconciler(
+                store,
+                dbt,
+                settings.rules,
+                every=cloud.reconcile_seconds,
+                holder=worker.queue.worker_id,
+                on_recorded=worker.wake,
+            )
+            reconciler.start()
+            stack.callback(reconciler.stop)
         yield worker
-    finally:
-        worker.stop()
-        client.close()  # signs out: the PAT's session ends with the process
 
 
 def listen_address(settings: Settings) -> tuple[str, int]:
