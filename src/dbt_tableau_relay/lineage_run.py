@@ -10,12 +10,19 @@ prints them.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Sequence
 
-from dbt_tableau_relay.config import LineageSource, Target
+from dbt_tableau_relay.config import LINEAGE_SOURCES, LineageSource, Settings, Target
 from dbt_tableau_relay.dbt_cloud import DbtCloudClient
-from dbt_tableau_relay.errors import LineageError, NotFoundError, TransientDbtCloudError
+from dbt_tableau_relay.errors import (
+    ConfigError,
+    LineageError,
+    NotFoundError,
+    TransientDbtCloudError,
+)
+from dbt_tableau_relay.events import parse_event
 from dbt_tableau_relay.lineage.artifacts import Manifest, parse_manifest, parse_run_results
 from dbt_tableau_relay.lineage.decide import (
     decide,
@@ -23,9 +30,14 @@ from dbt_tableau_relay.lineage.decide import (
     nodes_for_relations,
     touched_relations,
 )
+from dbt_tableau_relay.lineage.explain import from_json
 from dbt_tableau_relay.lineage.exposures import ByLuid, ByUrlId, TableauRef, tableau_exposures
 from dbt_tableau_relay.lineage.model import Decision, TableauItem
 from dbt_tableau_relay.lineage.steps import BuildResult, build_of, candidate_steps, is_build
+from dbt_tableau_relay.reconcile import reconciled_body
+from dbt_tableau_relay.rules import match_lineage
+from dbt_tableau_relay.runs import lineage_jobs_of_run
+from dbt_tableau_relay.store import Store
 from dbt_tableau_relay.tableau import TableauClient
 from dbt_tableau_relay.tableau_metadata import extract_items_reading, items_by_url_id
 
@@ -123,3 +135,26 @@ def merged(decisions: Iterable[Decision]) -> list[Decision]:
         if seen is None or (seen.action == "skip" and d.action == "refresh"):
             by_item[key] = d
     return list(by_item.values())
+
+
+def stored_decisions(store: Store, run_id: str) -> list[Decision] | None:
+    """What the worker decided for the run (every lineage rule's), or None if it has not yet."""
+    jobs = [j for j in lineage_jobs_of_run(store, run_id) if j.state == "done"]
+    if not jobs:
+        return None
+    return merged(d for j in jobs for d in from_json(json.loads(j.explanation or "[]")))
+
+
+def live_decisions(settings: Settings, run_id: str) -> list[Decision]:
+    """Decide now, from the APIs, as the worker would: for `explain` before or without an event."""
+    cloud = settings.dbt.cloud
+    if cloud is None:
+        raise ConfigError("dbt.cloud is not set: lineage needs the Admin API")
+    with DbtCloudClient(cloud) as dbt, TableauClient(settings.tableau) as tableau:
+        run = dbt.get_run(run_id)
+        event = parse_event(reconciled_body(run, "completed"))
+        sources = {s for plan in match_lineage(settings.rules, event) for s in plan.sources}
+        if not sources:
+            raise LineageError(f"no lineage rule matches dbt run {run_id} (job {run.job_id})")
+        ordered = [s for s in LINEAGE_SOURCES if s in sources]
+        return RunLineage(dbt, tableau, settings.tableau.site).decide(run_id, ordered)

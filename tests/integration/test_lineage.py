@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import wait_until
+from harness import PAT_NAME, PAT_SECRET, wait_until
 from lineage_harness import (
     CUSTOMER_360,
     JOB,
@@ -23,12 +23,14 @@ from lineage_harness import (
     emulators,
     lineage_rules,
     running,
+    settings_for,
 )
 
 from dbt_tableau_relay.emulators.dbt_cloud import DbtCloudEmulator
 from dbt_tableau_relay.emulators.tableau import Emulator
 from dbt_tableau_relay.runs import lineage_jobs_of_run
 from dbt_tableau_relay.samples import sample_event
+from support import run_cli
 
 
 @pytest.fixture
@@ -159,3 +161,83 @@ def test_a_second_event_of_the_run_makes_no_second_lineage_job(
         relay.post(sample_event("completed", job_id=JOB, run_id=run_id, run_status_code=20))
         settle(relay, str(run_id))
         assert len(lineage_jobs_of_run(relay.store, str(run_id))) == 1
+
+
+def write_config(path: Path, settings_doc: dict[str, object]) -> Path:
+    config = path / "relay.yml"
+    config.write_text(json.dumps(settings_doc))  # JSON is YAML
+    return config
+
+
+def config_doc(tableau: Emulator, cloud: DbtCloudEmulator, database_url: str) -> dict[str, object]:
+    settings = settings_for(tableau, cloud, database_url)
+    doc = settings.model_dump(mode="json", exclude_none=True)
+    doc["dbt"] = {
+        "webhook_secrets": ["s"],
+        "cloud": {
+            "access_url": cloud.url,
+            "account_id": cloud.account_id,
+            "api_token": cloud.token,
+        },
+    }
+    doc["tableau"] = {
+        "server_url": tableau.url,
+        "site": "marketing",
+        "token_name": PAT_NAME,
+        "token_secret": PAT_SECRET,
+    }
+    return doc
+
+
+def test_explain_prints_the_workers_decisions_for_a_run(
+    sites: tuple[Emulator, DbtCloudEmulator], tmp_path: Path
+) -> None:
+    tableau, cloud = sites
+    database_url = f"sqlite:///{tmp_path / 'relay.db'}"
+    run_id = cloud.add_run(job_id=JOB, status=20, steps=build_then_docs("failing"))
+    with running(tableau, cloud, database_url) as relay:
+        relay.post(sample_event("completed", job_id=JOB, run_id=run_id, run_status_code=20))
+        settle(relay, str(run_id))
+    config = write_config(tmp_path, config_doc(tableau, cloud, database_url))
+    text = run_cli("--config", str(config), "explain", "--run", str(run_id))
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert any(
+        line.startswith("skip")
+        and "Sales/Pipeline Health" in line
+        and "revenue_daily: error" in line
+        for line in lines
+    ), lines
+    assert any(line.startswith("refresh") and "Ops/Orders Extract" in line for line in lines)
+    as_json = run_cli("--config", str(config), "explain", "--run", str(run_id), "--json")
+    decisions = {d["path"]: d for d in json.loads(as_json.stdout)["decisions"]}
+    assert decisions["Sales/Customer 360"]["action"] == "refresh"
+    nodes = {n["name"]: n["status"] for n in decisions["Sales/Customer 360"]["nodes"]}
+    assert (nodes["customers"], nodes["orders"]) == ("skipped", "success")
+
+
+def test_explain_decides_live_for_a_run_the_relay_never_saw(
+    sites: tuple[Emulator, DbtCloudEmulator], tmp_path: Path
+) -> None:
+    tableau, cloud = sites
+    run_id = cloud.add_run(job_id=JOB, steps=build_then_docs("green"))
+    config = write_config(
+        tmp_path, config_doc(tableau, cloud, f"sqlite:///{tmp_path / 'empty.db'}")
+    )
+    text = run_cli("--config", str(config), "explain", "--run", str(run_id))
+    assert text.returncode == 0, text.stderr
+    assert [line.split()[0] for line in text.stdout.splitlines()].count("refresh") >= 3
+    assert tableau.refresh_posts() == []  # explaining refreshes nothing
+
+
+def test_explain_names_a_run_no_lineage_rule_matches(
+    sites: tuple[Emulator, DbtCloudEmulator], tmp_path: Path
+) -> None:
+    tableau, cloud = sites
+    run_id = cloud.add_run(job_id=999, steps=build_then_docs("green"))
+    config = write_config(
+        tmp_path, config_doc(tableau, cloud, f"sqlite:///{tmp_path / 'empty.db'}")
+    )
+    text = run_cli("--config", str(config), "explain", "--run", str(run_id))
+    assert text.returncode == 1
+    assert f"no lineage rule matches dbt run {run_id}" in text.stderr
