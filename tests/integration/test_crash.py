@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from dbt_tableau_relay.emulators.tableau import Emulator
 from dbt_tableau_relay.samples import sample_event, signed_headers
-from dbt_tableau_relay.store import Event, RefreshJob, RefreshJobEvent, Store
+from dbt_tableau_relay.store import Attempt, Event, RefreshJob, RefreshJobEvent, Store
 from support import ServeProcess, free_port, wait_for
 
 SECRET = "crash-test-secret"
@@ -148,6 +148,7 @@ def test_kill_9_loses_nothing_and_refreshes_nothing_twice(
             settled = wait_until_settled(store, timeout=300)
             report = check_every_acknowledged_event(store, sender.acknowledged)
             recorded = {j.tableau_job_id for j in settled if j.tableau_job_id}
+            adopted = count_attempts(store, "adopted")
         finally:
             store.dispose()
     finally:
@@ -161,7 +162,7 @@ def test_kill_9_loses_nothing_and_refreshes_nothing_twice(
         f"acknowledged {len(sender.acknowledged)}, kills {relay.kills}, "
         f"refreshes verified {report}, refresh POSTs accepted {len(accepted)}, "
         f"answered 409093 {len([r for r in tableau.refresh_posts() if r.status == 409])}, "
-        f"duplicate refresh POSTs {duplicates}"
+        f"adopted after a kill {adopted}, duplicate refresh POSTs {duplicates}"
     )
     assert relay.kills == KILLS
     assert len(sender.acknowledged) == EVENTS
@@ -171,6 +172,12 @@ def test_kill_9_loses_nothing_and_refreshes_nothing_twice(
 def kill_points(rng: random.Random) -> list[int]:
     """When to kill: KILLS distinct counts of acknowledged events, all inside the stream."""
     return sorted(rng.sample(range(10, EVENTS - 10), KILLS))
+
+
+def count_attempts(store: Store, outcome: str) -> int:
+    query = select(func.count()).where(Attempt.outcome == outcome)
+    with store.session(readonly=True) as session:
+        return session.scalar(query) or 0
 
 
 def wait_until_settled(store: Store, timeout: float) -> list[RefreshJob]:
