@@ -16,7 +16,8 @@ import click
 from dbt_tableau_relay import logs
 from dbt_tableau_relay.config import Settings, Target, load_settings
 from dbt_tableau_relay.errors import ConfigError, RelayError, TableauError
-from dbt_tableau_relay.tableau import TableauClient, TableauJob
+from dbt_tableau_relay.tableau import TableauClient
+from dbt_tableau_relay.tableau_jobs import TableauJob
 from dbt_tableau_relay.targets import project_paths
 
 if TYPE_CHECKING:

@@ -7,19 +7,20 @@ A refresh job moves through these states:
       └──── 409093, ─────┘                  └── (polled: claimed, polled once, released)
             transient error
     sending ──permanent error──▶ failed        sending ──retries exhausted──▶ dead
+    sending, lease expired ──claim (resumed)──▶ its unrecorded refresh found ──▶ following
     queued job that meets another queued job of the same item ──▶ merged
     failed | dead ──replay──▶ kept as it was, plus an attempt 'replayed'; its events go to
                               a NEW queued job of the item, or join the item's queued job
 
 New events join a job only while it is `queued`, and a job is claimed before
 it is sent, so every refresh Tableau accepts (202) started after all the
-events it serves arrived. Every transition is guarded by the lease
-(`claimed_by`): a worker whose lease ran out and was taken over changes nothing.
-
-A replay (dashboard, admin API, `dbt-tableau-relay replay`) never revives the
-old job: a job's history stays what happened. Its events are handed to a queued
-job of the item, created for them unless one is already waiting, so the
-replayed refresh too starts after every event it serves.
+events it serves arrived. A queued job is not claimed while another job of
+its item is `sending` or `following`: the relay never sends a refresh into
+its own running one (which would only earn a 409093). Every transition is
+guarded by the lease (`claimed_by`): a worker whose lease ran out and was
+taken over changes nothing. A `sending` job claimed again after its lease
+ran out is `resumed`: the worker first looks for the refresh it may have
+sent unrecorded (worker.py, `adopted`). Replays live in replay.py.
 """
 
 from __future__ import annotations
@@ -29,26 +30,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, insert, literal, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from dbt_tableau_relay.config import Target
-from dbt_tableau_relay.errors import NotReplayableError, TableauError, UnknownJobError
-from dbt_tableau_relay.store import (
-    Attempt,
-    RefreshJob,
-    RefreshJobEvent,
-    Store,
-    queued_job_upsert,
-    utcnow,
-)
+from dbt_tableau_relay.errors import TableauError
+from dbt_tableau_relay.replay import REPLAYABLE_STATES as REPLAYABLE_STATES
+from dbt_tableau_relay.replay import link_events, replay_job, unreplayed
+from dbt_tableau_relay.store import Attempt, RefreshJob, Store, utcnow
 
 log = logging.getLogger(__name__)
 
 RJ = RefreshJob
 FINAL_STATES = ("succeeded", "failed", "dead", "merged")
-REPLAYABLE_STATES = ("failed", "dead")
+IN_FLIGHT = ("sending", "following")  # the relay's own refresh of the item may be running
 
 
 @dataclass(frozen=True)
@@ -67,9 +63,13 @@ class ClaimedJob:
     tableau_job_id: str | None
     item_luid: str | None
     claimed_at: datetime
+    target_key: str
+    last_event_at: datetime
+    # Claimed again after its worker died mid-send: a refresh may have been sent unrecorded.
+    resumed: bool = False
 
     @classmethod
-    def of(cls, row: RefreshJob, claimed_at: datetime) -> ClaimedJob:
+    def of(cls, row: RefreshJob, claimed_at: datetime, *, resumed: bool = False) -> ClaimedJob:
         return cls(
             id=row.id,
             state=row.state,
@@ -83,7 +83,20 @@ class ClaimedJob:
             tableau_job_id=row.tableau_job_id,
             item_luid=row.item_luid,
             claimed_at=claimed_at,
+            target_key=row.target_key,
+            last_event_at=row.last_event_at,
+            resumed=resumed,
         )
+
+
+def _item_in_flight() -> Any:
+    """Another job of the same item is being sent or followed (correlated with the outer row)."""
+    other = aliased(RJ)
+    return (
+        select(other.id)
+        .where(other.target_key == RJ.target_key, other.state.in_(IN_FLIGHT))
+        .exists()
+    )
 
 
 def target_of(kind: str, by: str, ref: str) -> Target:
@@ -100,10 +113,16 @@ class RefreshQueue:
     # -- claiming -----------------------------------------------------------------
 
     def claim(self, limit: int) -> list[ClaimedJob]:
-        """Take up to `limit` due jobs: queued ones, follow-ups, and expired leases."""
+        """Take up to `limit` due jobs: queued ones, follow-ups, and expired leases.
+
+        A queued job is not due while the relay's own refresh of its item is
+        in flight (another job of the item `sending` or `following`): sent
+        then, it would only meet 409093 from that refresh. It is claimed once
+        that one has ended, so it still starts after all its events.
+        """
         now = utcnow()
         due = or_(
-            and_(RJ.state == "queued", RJ.not_before <= now),
+            and_(RJ.state == "queued", RJ.not_before <= now, ~_item_in_flight()),
             and_(
                 RJ.state == "following",
                 RJ.not_before <= now,
@@ -119,6 +138,8 @@ class RefreshQueue:
             ids = list(session.scalars(pick.with_for_update(skip_locked=True)))
             if not ids:
                 return []
+            crashed = select(RJ.id).where(RJ.id.in_(ids), RJ.state == "sending")
+            resumed = set(session.scalars(crashed))
             session.execute(
                 update(RJ)
                 .where(RJ.id.in_(ids), RJ.state.in_(("queued", "sending")))
@@ -130,7 +151,7 @@ class RefreshQueue:
                 .values(lease_until=now + self.lease, claimed_by=self.worker_id, updated_at=now)
             )
             rows = session.scalars(select(RJ).where(RJ.id.in_(ids)).order_by(RJ.id))
-            return [ClaimedJob.of(row, now) for row in rows]
+            return [ClaimedJob.of(row, now, resumed=row.id in resumed) for row in rows]
 
     def renew(self, job: ClaimedJob) -> bool:
         """Extend the lease; False if another worker has taken the job over."""
@@ -140,8 +161,15 @@ class RefreshQueue:
 
     # -- transitions ----------------------------------------------------------------
 
-    def sent(self, job: ClaimedJob, tableau_job_id: str, item_luid: str, first_poll: float) -> None:
-        """Tableau accepted the refresh (202): follow it, or finish if not waiting."""
+    def sent(
+        self,
+        job: ClaimedJob,
+        tableau_job_id: str,
+        item_luid: str,
+        first_poll: float,
+        outcome: str = "accepted",
+    ) -> None:
+        """Tableau accepted the refresh (202), or it was `adopted`: follow it, or finish."""
         now = utcnow()
         values: dict[str, Any] = {
             "tableau_job_id": tableau_job_id,
@@ -156,7 +184,7 @@ class RefreshQueue:
             values |= {"state": "succeeded", "finished_at": now}
         with self.store.session() as session:
             if self._guarded(session, job, **values, lease_until=None, updated_at=now):
-                self._attempt(session, job, "accepted", tableau_job_id=tableau_job_id, at=now)
+                self._attempt(session, job, outcome, tableau_job_id=tableau_job_id, at=now)
 
     def poll_later(self, job: ClaimedJob, delay: float) -> None:
         """The Tableau job is still running: release it until the next poll."""
@@ -244,6 +272,19 @@ class RefreshQueue:
             if other is not None:
                 self._merge_into(session, job.id, other)
 
+    def hold(self, job: ClaimedJob, delay: float, error: TableauError, outcome: str) -> None:
+        """Stay `sending`, claimable again (as resumed) after `delay`.
+
+        For a resumed job whose send failed but may yet have reached Tableau:
+        requeued, it would be sent again without first looking for that refresh.
+        """
+        now = utcnow()
+        code, message = _code_and_message(error)
+        lease_until = now + timedelta(seconds=delay)
+        with self.store.session() as session:
+            if self._guarded(session, job, lease_until=lease_until, updated_at=now):
+                self._attempt(session, job, outcome, error_code=code, message=message, at=now)
+
     def transient_failures(self, job: ClaimedJob) -> int:
         query = select(func.count()).where(
             Attempt.refresh_job_id == job.id, Attempt.outcome == "transient"
@@ -251,52 +292,39 @@ class RefreshQueue:
         with self.store.session(readonly=True) as session:
             return session.scalar(query) or 0
 
-    # -- replay -------------------------------------------------------------------------
+    # -- history ------------------------------------------------------------------------
+
+    def recent_durations(self, target_key: str, limit: int = 5) -> list[float]:
+        """Seconds from send to Tableau's success, of the item's last `limit` such refreshes."""
+        query = (
+            select(RJ.sent_at, RJ.finished_at)
+            .where(RJ.target_key == target_key, RJ.state == "succeeded")
+            .where(RJ.finish_code.is_not(None), RJ.sent_at.is_not(None))
+            .order_by(RJ.id.desc())
+            .limit(limit)
+        )
+        with self.store.session(readonly=True) as session:
+            rows = session.execute(query).all()
+        return [(end - start).total_seconds() for start, end in rows if start and end]
+
+    def unrecorded(self, tableau_job_ids: list[str]) -> list[str]:
+        """Those of the Tableau jobs that no refresh job has recorded, in the order given."""
+        if not tableau_job_ids:
+            return []
+        query = select(RJ.tableau_job_id).where(RJ.tableau_job_id.in_(tableau_job_ids))
+        with self.store.session(readonly=True) as session:
+            known = set(session.scalars(query))
+        return [i for i in tableau_job_ids if i not in known]
+
+    # -- replay (replay.py) -------------------------------------------------------------
 
     def replay(self, job_id: int) -> int:
-        """Refresh a failed or dead job's item again for its events; the id of the job that will.
-
-        That is a new queued job with the old one's rule, options and
-        `last_event_at`, or the item's queued job if one is waiting (the
-        events join it, as they would have had they arrived now). The old job
-        keeps its state and history, plus an attempt 'replayed' naming the job.
-        """
-        now = utcnow()
-        with self.store.session() as session:
-            old = session.scalar(select(RJ).where(RJ.id == job_id).with_for_update())
-            if old is None:
-                raise UnknownJobError(f"refresh job {job_id} does not exist")
-            if old.state not in REPLAYABLE_STATES:
-                raise NotReplayableError(
-                    f"refresh job {job_id} is {old.state}: only failed or dead jobs can be replayed"
-                )
-            row = session.execute(queued_job_upsert(self.store.dialect), _replay_row(old, now))
-            new_id: int = row.one()[0]
-            self._link_events(session, old.id, new_id)
-            session.add(_replayed_note(old, new_id, now))
-            old.replayed_as, old.updated_at = new_id, now
-        log.info("refresh.replayed", extra={"job_id": job_id, "as": new_id, "by": self.worker_id})
-        return new_id
+        """Refresh a failed or dead job's item again for its events; the id of the job that will."""
+        return replay_job(self.store, job_id, self.worker_id)
 
     def unreplayed(self, state: str = "dead") -> list[int]:
         """Ids of the jobs in `state` that were never replayed, oldest first."""
-        query = select(RJ.id).where(RJ.state == state, RJ.replayed_as.is_(None)).order_by(RJ.id)
-        with self.store.session(readonly=True) as session:
-            return list(session.scalars(query))
-
-    @staticmethod
-    def _link_events(session: Session, from_job: int, to_job: int) -> None:
-        """`to_job` serves `from_job`'s events too (those it does not already serve)."""
-        already = select(RefreshJobEvent.event_pk).where(RefreshJobEvent.refresh_job_id == to_job)
-        events = select(RefreshJobEvent.event_pk).where(
-            RefreshJobEvent.refresh_job_id == from_job, RefreshJobEvent.event_pk.notin_(already)
-        )
-        session.execute(
-            insert(RefreshJobEvent).from_select(
-                ["refresh_job_id", "event_pk"],
-                select(literal(to_job), events.subquery().c.event_pk),
-            )
-        )
+        return unreplayed(self.store, state)
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -319,7 +347,7 @@ class RefreshQueue:
     @staticmethod
     def _merge_into(session: Session, job_id: int, other: RefreshJob) -> None:
         """The other queued job of the item will serve this job's events too."""
-        RefreshQueue._link_events(session, job_id, other.id)
+        link_events(session, job_id, other.id)
         session.execute(
             update(RJ)
             .where(RJ.id == job_id)
@@ -341,37 +369,6 @@ class RefreshQueue:
                 **fields,
             )
         )
-
-
-def _replay_row(old: RefreshJob, now: datetime) -> dict[str, Any]:
-    """The queued job that replays `old`: same item, rule, options and newest event time."""
-    return {
-        "target_kind": old.target_kind,
-        "target_by": old.target_by,
-        "target_ref": old.target_ref,
-        "target_key": old.target_key,
-        "rule_name": old.rule_name,
-        "incremental": old.incremental,
-        "wait": old.wait,
-        "state": "queued",
-        "attempts": 0,
-        "not_before": now,
-        "created_at": now,
-        "updated_at": now,
-        "last_event_at": old.last_event_at,
-    }
-
-
-def _replayed_note(old: RefreshJob, new_id: int, now: datetime) -> Attempt:
-    """The attempt that records on `old` which job its replay handed its events to."""
-    return Attempt(
-        refresh_job_id=old.id,
-        number=old.attempts,
-        started_at=now,
-        finished_at=now,
-        outcome="replayed",
-        message=f"replayed as refresh job {new_id}",
-    )
 
 
 def _code_and_message(error: TableauError | str) -> tuple[str | None, str]:

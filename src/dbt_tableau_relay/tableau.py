@@ -11,7 +11,9 @@ What it adds to TSC, each for a trap of the real API:
 - every error translated into the project's own exceptions, classified
   transient or permanent, 429's Retry-After kept (TSC drops headers and cannot
   read Tableau Cloud's HTML 429 body, so a requests response hook reads them:
-  tableau_errors.py); a Retry-After pauses every call, not just the refused one.
+  tableau_errors.py); a Retry-After pauses every call, not just the refused one;
+- jobs polled on one schedule (polling.py), and a refresh it sent but did not
+  record found again through Query Jobs (tableau_jobs.py).
 
 Secrets and session tokens never appear in a message or a log line.
 """
@@ -22,8 +24,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -42,7 +43,9 @@ from dbt_tableau_relay.errors import (
     TableauError,
     TransientTableauError,
 )
+from dbt_tableau_relay.polling import next_poll
 from dbt_tableau_relay.tableau_errors import raise_for_transient, translate
+from dbt_tableau_relay.tableau_jobs import TableauJob, refresh_candidates, refresh_query
 from dbt_tableau_relay.targets import Item, ItemKind, Project, items_with_paths, pick, project_paths
 
 log = logging.getLogger(__name__)
@@ -56,59 +59,6 @@ def _session_factory() -> requests.Session:
     session = requests.Session()
     session.hooks["response"].append(raise_for_transient)
     return session
-
-
-# -- jobs ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TableauJob:
-    """A Tableau background job, as far as the relay needs it."""
-
-    id: str
-    created_at: datetime | None = None
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
-    finish_code: int | None = None
-    progress: int | None = None
-    notes: tuple[str, ...] = ()
-
-    SUCCESS, FAILED, CANCELLED = 0, 1, 2
-
-    @property
-    def finished(self) -> bool:
-        return self.completed_at is not None
-
-    @property
-    def succeeded(self) -> bool:
-        return self.finished and self.finish_code in (0, 3)
-
-    @property
-    def outcome(self) -> str:
-        if not self.finished:
-            return "in progress" if self.started_at else "queued"
-        return {0: "succeeded", 2: "cancelled", 3: "succeeded"}.get(self.finish_code or 0, "failed")
-
-    @classmethod
-    def from_tsc(cls, job: Any) -> TableauJob:
-        progress = getattr(job, "progress", None)
-        return cls(
-            id=job.id,
-            created_at=job.created_at,
-            started_at=job.started_at,
-            completed_at=job.completed_at,
-            finish_code=job.finish_code if job.completed_at else None,
-            progress=int(progress) if progress not in (None, "") else None,
-            notes=tuple(n for n in (job.notes or ()) if n),
-        )
-
-
-def poll_delays(first: float = 0.5, factor: float = 1.5, cap: float = 15.0) -> Iterator[float]:
-    """Delays between job polls: quick for short refreshes, gentle for long ones."""
-    delay = first
-    while True:
-        yield delay
-        delay = min(cap, delay * factor)
 
 
 # -- the client ----------------------------------------------------------------
@@ -339,26 +289,39 @@ class TableauClient:
     def cancel(self, job_id: str) -> None:
         self.call(lambda srv: srv.jobs.cancel(job_id))
 
+    def refresh_candidates(self, item: Item, since: datetime, *, incremental: bool) -> list[str]:
+        """Ids of the refreshes Tableau lists for `item` created since `since`, oldest first.
+
+        Query Jobs: site administrators only; anyone else gets a 403
+        (`PermanentTableauError`). A candidate is the item's refresh only if
+        `job(id).item_luid` says so: names are not unique across projects.
+        """
+        options = refresh_query(item, since, incremental=incremental)
+        listed, _ = self.call(lambda srv: srv.jobs.get(options))
+        return refresh_candidates(listed, item, since)
+
     def wait(
         self,
         job_id: str,
         *,
         timeout: float = 2 * 3600.0,
         on_progress: Callable[[TableauJob], None] | None = None,
+        expected: float | None = None,
     ) -> TableauJob:
         """Follow a job to its finish code; transient errors while polling are ridden out.
 
-        Returns the finished job (check `succeeded`, `notes`); raises
-        JobWaitTimeout when it has not finished within `timeout` seconds.
+        Polls as the worker does (`polling.next_poll`; `expected`: the usual
+        duration, if known), a last time at the deadline. Returns the finished
+        job (check `succeeded`, `notes`); raises JobWaitTimeout when it has not
+        finished within `timeout` seconds.
         """
-        deadline = self._clock() + timeout
-        delays = poll_delays()
-        while (job := self._poll(job_id, on_progress)) is None or not job.finished:
-            delay = next(delays)
-            if self._clock() + delay > deadline:
-                raise JobWaitTimeout(f"Tableau job {job_id} did not finish within {timeout:.0f} s")
-            self._sleep(delay)
-        return job
+        start = self._clock()
+        while (left := timeout - (age := self._clock() - start)) > 0:
+            self._sleep(min(next_poll(age, expected), left))
+            job = self._poll(job_id, on_progress)
+            if job is not None and job.finished:
+                return job
+        raise JobWaitTimeout(f"Tableau job {job_id} did not finish within {timeout:.0f} s")
 
     def _poll(
         self, job_id: str, on_progress: Callable[[TableauJob], None] | None

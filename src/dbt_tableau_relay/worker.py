@@ -3,8 +3,17 @@
 One loop thread claims work and hands each job to a small thread pool (TSC is
 synchronous). A job never holds a thread while Tableau runs the refresh: it
 is polled once, released with the time of its next poll, and claimed again
-then, so a few threads follow any number of hour-long refreshes. All threads
+then, so a few threads follow any number of hour-long refreshes, polled on
+the schedule of polling.py (spread by the item's usual duration). All threads
 share one TableauClient, hence one Tableau session.
+
+A job claimed again after its worker died mid-send (`resumed`) may have
+reached Tableau without its 202 being recorded. Before sending it again the
+worker looks for that refresh (Query Jobs: the item's refreshes created since
+its newest event, each confirmed by the item LUID Query Job names) and adopts
+it: follows it instead of sending a duplicate. A PAT that may not list jobs
+(403: not a site administrator) makes the worker send instead, said once in
+the log (`refresh.adopt_unavailable`).
 """
 
 from __future__ import annotations
@@ -13,25 +22,24 @@ import logging
 import os
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from dbt_tableau_relay.config import WorkerSettings
-from dbt_tableau_relay.errors import TableauError, TransientTableauError
+from dbt_tableau_relay.errors import PermanentTableauError, TableauError, TransientTableauError
 from dbt_tableau_relay.lineage_queue import ClaimedLineage, LineageQueue
 from dbt_tableau_relay.lineage_worker import LineageWorker, RunResolver
+from dbt_tableau_relay.polling import next_poll, usual_duration
 from dbt_tableau_relay.queue import ClaimedJob, RefreshQueue
 from dbt_tableau_relay.retry import RetryPolicy
 from dbt_tableau_relay.store import Store, utcnow
 from dbt_tableau_relay.tableau import TableauClient
+from dbt_tableau_relay.tableau_jobs import TableauJob
+from dbt_tableau_relay.targets import Item
 
 log = logging.getLogger(__name__)
 
-FIRST_POLL = 0.5  # seconds after the 202 before the first look at the job
-
-
-def next_poll(seconds_since_sent: float) -> float:
-    """Poll often while a refresh is young, rarely once it has run for a while."""
-    return min(15.0, max(FIRST_POLL, seconds_since_sent / 4))
+USUAL_DURATION_TTL = 600.0  # seconds an item's usual duration is reused before it is read again
 
 
 def default_worker_id() -> str:
@@ -70,6 +78,9 @@ class Worker:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._usual: dict[str, tuple[float, float | None]] = {}  # target_key -> (read at, seconds)
+        self._notes_lock = threading.Lock()
+        self._adopt_unavailable_said = False
 
     # -- life cycle -----------------------------------------------------------------
 
@@ -144,15 +155,55 @@ class Worker:
 
     def _send(self, job: ClaimedJob) -> None:
         try:
-            item, tableau_job = self.client.refresh(job.target, incremental=job.incremental)
+            item, tableau_job, outcome = self._adopt_or_refresh(job)
         except TableauError as error:
             self._failed_send(job, error)
             return
         log.info(
-            "refresh.sent",
+            "refresh.sent" if outcome == "accepted" else "refresh.adopted",
             extra={"job_id": job.id, "target": str(job.target), "tableau_job": tableau_job.id},
         )
-        self.queue.sent(job, tableau_job.id, item.luid, first_poll=FIRST_POLL)
+        self.queue.sent(job, tableau_job.id, item.luid, next_poll(0.0), outcome=outcome)
+
+    def _adopt_or_refresh(self, job: ClaimedJob) -> tuple[Item, TableauJob, str]:
+        """The refresh a resumed job already sent, if Tableau has it; else a new one."""
+        if job.resumed and (found := self._unrecorded_refresh(job)) is not None:
+            return (*found, "adopted")
+        item, tableau_job = self.client.refresh(job.target, incremental=job.incremental)
+        return item, tableau_job, "accepted"
+
+    def _unrecorded_refresh(self, job: ClaimedJob) -> tuple[Item, TableauJob] | None:
+        """A refresh of the job's item created since its newest event that no job recorded.
+
+        Any such refresh serves the job's events (it started after them), so
+        even one started by someone else may be adopted. Since the job was
+        claimed after its newest event, the one it sent itself is among them.
+        """
+        item = self.client.resolve(job.target)
+        try:
+            listed = self.client.refresh_candidates(
+                item, job.last_event_at, incremental=job.incremental
+            )
+        except PermanentTableauError as error:  # 403: the PAT is no site administrator
+            self._say_adopt_unavailable(error)
+            return None
+        for tableau_job_id in self.queue.unrecorded(listed):
+            try:
+                found = self.client.job(tableau_job_id)
+            except PermanentTableauError:
+                continue  # gone since it was listed
+            if found.item_luid == item.luid:
+                return item, found
+        return None
+
+    def _say_adopt_unavailable(self, error: TableauError) -> None:
+        with self._notes_lock:
+            first, self._adopt_unavailable_said = not self._adopt_unavailable_said, True
+        if first:
+            log.warning(
+                "refresh.adopt_unavailable",
+                extra={"error": str(error), "hint": "a site administrator's PAT can list jobs"},
+            )
 
     def _failed_send(self, job: ClaimedJob, error: TableauError) -> None:
         failures = self.queue.transient_failures(job) + isinstance(error, TransientTableauError)
@@ -162,13 +213,26 @@ class Worker:
         if decision.action == "retry":
             outcome = "already_queued" if error.code == "409093" else "transient"
             log.info(f"refresh.{outcome}", extra=extra | {"retry_in": round(decision.delay, 1)})
-            self.queue.retry_later(job, decision.delay, error, outcome)
+            if job.resumed:  # stays resumed: the next attempt looks for its refresh again
+                self.queue.hold(job, decision.delay, error, outcome)
+            else:
+                self.queue.retry_later(job, decision.delay, error, outcome)
         elif decision.action == "dead":
             log.error("refresh.dead", extra=extra)
             self.queue.fail(job, error, state="dead")
         else:
             log.error("refresh.failed", extra=extra)
             self.queue.fail(job, error)
+
+    def _usual_duration(self, job: ClaimedJob) -> float | None:
+        """The item's usual refresh duration, read from its past jobs at most every TTL."""
+        now = time.monotonic()
+        cached = self._usual.get(job.target_key)
+        if cached is not None and now - cached[0] < USUAL_DURATION_TTL:
+            return cached[1]
+        seconds = usual_duration(self.queue.recent_durations(job.target_key))
+        self._usual[job.target_key] = (now, seconds)
+        return seconds
 
     def _follow(self, job: ClaimedJob) -> None:
         assert job.tableau_job_id is not None
@@ -177,7 +241,8 @@ class Worker:
             tableau_job = self.client.job(job.tableau_job_id)
         except TransientTableauError as error:
             log.info("refresh.poll_failed", extra={"job_id": job.id, "error": str(error)})
-            self.queue.poll_later(job, max(next_poll(age), error.retry_after or 0.0))
+            delay = next_poll(age, self._usual_duration(job))
+            self.queue.poll_later(job, max(delay, error.retry_after or 0.0))
             return
         except TableauError as error:
             self.queue.fail(job, error)
@@ -194,4 +259,4 @@ class Worker:
                 job, f"Tableau job {job.tableau_job_id} still running after {age:.0f} s"
             )
         else:
-            self.queue.poll_later(job, next_poll(age))
+            self.queue.poll_later(job, next_poll(age, self._usual_duration(job)))

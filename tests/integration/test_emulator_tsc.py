@@ -9,6 +9,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 import tableauserverclient as TSC
@@ -205,3 +206,85 @@ def test_connected_app_jwt_sign_in() -> None:
         server.auth.sign_in(TSC.JWTAuth(make_jwt(), site_id=SITE))
 
         assert server.projects.get()[1].total_available == 5
+
+
+# -- Query Jobs: what a relay reads to find a refresh it did not record -------------
+
+
+def _jobs(tsc_server: TSC.Server, *clauses: tuple[str, str, object]) -> list[TSC.BackgroundJobItem]:
+    options = TSC.RequestOptions(pagesize=1000)
+    options.filter.update(TSC.Filter(field, op, value) for field, op, value in clauses)
+    listed, _ = tsc_server.jobs.get(options)
+    return list(listed)
+
+
+def test_query_jobs_titles_a_refresh_with_its_items_name_and_kind(
+    emulator: Emulator, tsc_server: TSC.Server
+) -> None:
+    emulator.job_duration = 3600
+    tsc_server.workbooks.refresh(emulator.luid("workbook", "Sales/Executive Overview"))
+    tsc_server.datasources.refresh(emulator.luid("datasource", "Finance/Revenue"), incremental=True)
+
+    listed = {(j.title, j.subtitle, j.type, j.status) for j in _jobs(tsc_server)}
+
+    assert listed == {
+        ("Executive Overview", "Workbook", "refresh_extracts", "Pending"),
+        ("Revenue", "Data Source", "increment_extracts", "Pending"),
+    }
+
+
+def test_query_jobs_filters_on_created_at_title_and_job_type(
+    emulator: Emulator, tsc_server: TSC.Server
+) -> None:
+    emulator.job_duration = 3600
+    job = tsc_server.workbooks.refresh(emulator.luid("workbook", "Sales/Executive Overview"))
+    tsc_server.workbooks.refresh(emulator.luid("workbook", "Sales/Pipeline Health"))
+    op = TSC.RequestOptions.Operator
+    created = job.created_at
+    before, after = created - timedelta(seconds=1), created + timedelta(hours=1)
+
+    mine = _jobs(
+        tsc_server,
+        ("createdAt", op.GreaterThan, before),
+        ("jobType", op.Equals, "refresh_extracts"),
+        ("title", op.Equals, "Executive Overview"),
+    )
+
+    assert [j.id for j in mine] == [job.id]
+    assert _jobs(tsc_server, ("createdAt", op.GreaterThan, after)) == []
+    assert len(_jobs(tsc_server, ("createdAt", op.GreaterThanOrEqual, created))) == 2
+    assert _jobs(tsc_server, ("jobType", op.Equals, "increment_extracts")) == []
+
+
+def test_query_job_names_the_refreshed_items_luid(
+    emulator: Emulator, tsc_server: TSC.Server
+) -> None:
+    luid = emulator.luid("datasource", "Finance/Revenue")
+    job = tsc_server.datasources.refresh(luid)
+
+    assert tsc_server.jobs.get_by_id(job.id).datasource_id == luid
+
+
+def test_query_jobs_is_refused_to_a_pat_that_is_no_site_administrator(
+    emulator: Emulator, tsc_server: TSC.Server
+) -> None:
+    emulator.pat_admin = False
+
+    with pytest.raises(TSC.ServerResponseError) as refused:
+        tsc_server.jobs.get()
+
+    assert refused.value.code.startswith("403")
+    assert [r.status for r in emulator.requests if r.path.endswith("/jobs")] == [403]
+
+
+def test_complete_job_ends_a_running_refresh_now(
+    emulator: Emulator, tsc_server: TSC.Server
+) -> None:
+    emulator.job_duration = 3600
+    job = tsc_server.workbooks.refresh(emulator.luid("workbook", "Sales/Executive Overview"))
+
+    assert emulator.complete_job(job.id) is not None
+
+    done = tsc_server.jobs.get_by_id(job.id)
+    assert (done.finish_code, done.completed_at is not None) == (0, True)
+    assert emulator.complete_job(job.id) is None  # it has ended already

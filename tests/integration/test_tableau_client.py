@@ -22,6 +22,7 @@ from dbt_tableau_relay.errors import (
     TargetError,
     TransientTableauError,
 )
+from dbt_tableau_relay.polling import next_poll
 from dbt_tableau_relay.tableau import TableauClient
 
 SITE = "marketing"
@@ -275,6 +276,28 @@ def test_wait_gives_up_after_its_timeout(emu: Emulator) -> None:
         _, job = client.refresh(EXEC_OVERVIEW)
         with pytest.raises(JobWaitTimeout):
             client.wait(job.id, timeout=0.5)
+
+
+def test_wait_polls_on_the_workers_schedule(emu: Emulator) -> None:
+    """`refresh --wait` spaces its polls as the worker does (`polling.next_poll`)."""
+    now = [0.0]
+    slept: list[float] = []
+    emu.job_duration = 3600
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+        if len(slept) == 3:
+            emu.complete_job(job.id)
+
+    with TableauClient(settings_for(emu), clock=lambda: now[0], sleep=sleep) as client:
+        _, job = client.refresh(EXEC_OVERVIEW)
+        done = client.wait(job.id, timeout=3600)
+
+    assert done.succeeded
+    assert slept == [next_poll(0.0), next_poll(1.0), next_poll(5.0)]  # 1, 4 and 4 s
+    polls = [r for r in emu.requests if r.method == "GET" and r.path.endswith(f"/jobs/{job.id}")]
+    assert len(polls) == 3
 
 
 def test_wait_rides_out_transient_poll_errors(emu: Emulator, client: TableauClient) -> None:

@@ -11,7 +11,6 @@ from dbt_tableau_relay.errors import (
     TransientTableauError,
 )
 from dbt_tableau_relay.retry import RetryPolicy
-from dbt_tableau_relay.worker import next_poll
 
 POLICY = RetryPolicy(max_attempts=5, base_delay=2.0, max_delay=60.0, busy_delay=20.0)
 
@@ -54,8 +53,3 @@ def test_already_queued_waits_for_tableau_then_gives_up() -> None:
     busy = AlreadyQueuedError("409093")
     assert 10.0 <= POLICY.decide(busy, 1, busy_for=60).delay <= 20.0
     assert POLICY.decide(busy, 1, busy_for=POLICY.busy_timeout).action == "dead"
-
-
-@pytest.mark.parametrize(("age", "delay"), [(0, 0.5), (1, 0.5), (8, 2.0), (40, 10.0), (3600, 15.0)])
-def test_follow_polls_slow_down_with_age(age: float, delay: float) -> None:
-    assert next_poll(age) == delay

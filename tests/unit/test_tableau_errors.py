@@ -12,7 +12,6 @@ from dbt_tableau_relay.errors import (
     SessionInvalidError,
     TransientTableauError,
 )
-from dbt_tableau_relay.tableau import poll_delays
 from dbt_tableau_relay.tableau_errors import classify, parse_retry_after, translate
 
 
@@ -83,8 +82,3 @@ def test_network_errors_are_transient(exc: Exception) -> None:
 def test_programming_errors_are_not_swallowed() -> None:
     with pytest.raises(KeyError):
         translate(KeyError("bug"))
-
-
-def test_poll_delays_grow_to_a_cap() -> None:
-    delays = poll_delays(first=1.0, factor=2.0, cap=5.0)
-    assert [next(delays) for _ in range(5)] == [1.0, 2.0, 4.0, 5.0, 5.0]

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from typing import Any
 
 from dbt_tableau_relay.emulators.tableau import elements
+from dbt_tableau_relay.emulators.tableau.auth import Session
 from dbt_tableau_relay.emulators.tableau.content import Item, ItemKind, Project
 from dbt_tableau_relay.emulators.tableau.jobs import JobView
 from dbt_tableau_relay.emulators.tableau.protocol import ApiError, Reply, Request, bad_request
 from dbt_tableau_relay.emulators.tableau.query import paginate, select
-from dbt_tableau_relay.emulators.tableau.render import El, many
+from dbt_tableau_relay.emulators.tableau.render import El, many, timestamp
 from dbt_tableau_relay.emulators.tableau.state import SiteState
 
 Handler = Callable[[SiteState, Request, dict[str, str]], Reply]
@@ -148,23 +149,28 @@ def _cancel_job(state: SiteState, req: Request, args: dict[str, str]) -> Reply:
 
 def _list_jobs(state: SiteState, req: Request, args: dict[str, str]) -> Reply:
     with state.lock:
-        _enter_site(state, req, args)
-        getters: dict[str, Callable[[El], str]] = {
-            "status": lambda e: e.attrs["status"],
-            "jobType": lambda e: e.attrs["jobType"],
-        }
-        listed = [elements.background_job(v) for v in state.jobs.views()]
-        page, pagination = paginate(select(listed, req.query, getters), req.query)
-    return Reply(elements=[pagination, many("backgroundJobs", list(page))])
+        session = _enter_site(state, req, args)
+        if session.method == "pat" and not state.auth.pat_admin:
+            raise ApiError(
+                403,
+                "403000",
+                "Forbidden",
+                "Only site or server administrators can query the jobs of a site.",
+            )
+        chosen = select(state.jobs.views(), req.query, _JOB_FILTERS, ordered={"createdAt"})
+        page, pagination = paginate(chosen, req.query)
+        listed = [elements.background_job(v) for v in page]
+    return Reply(elements=[pagination, many("backgroundJobs", listed)])
 
 
-def _enter_site(state: SiteState, req: Request, args: dict[str, str]) -> None:
+def _enter_site(state: SiteState, req: Request, args: dict[str, str]) -> Session:
     """The session check, then the site check: 401000/401002, then 404000."""
-    state.auth.check(req.token)
+    session = state.auth.check(req.token)
     if args["site"].lower() != state.site_luid:
         raise ApiError(
             404, "404000", "Resource Not Found", f"Site '{args['site']}' could not be found."
         )
+    return session
 
 
 def _find_item(state: SiteState, kind: ItemKind, luid: str) -> Item:
@@ -215,6 +221,14 @@ _ITEM_FILTERS: dict[str, Callable[[Item], str]] = {
     "name": lambda i: i.name,
     "projectName": lambda i: i.project.name,
     "contentUrl": lambda i: i.content_url,
+}
+
+_JOB_FILTERS: dict[str, Callable[[JobView], str]] = {
+    "status": lambda v: elements.background_job(v).attrs["status"],
+    "jobType": elements.job_type,
+    "title": lambda v: v.item_name,
+    "subtitle": lambda v: elements.background_job(v).attrs["subtitle"],
+    "createdAt": lambda v: timestamp(v.created_at) or "",
 }
 
 _ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [

@@ -83,6 +83,8 @@ class Auth:
         self._users = dict(users)
         self._app = connected_app
         self.session_ttl = session_ttl
+        # Whether the PAT's owner is a site administrator (Query Jobs answers 403 if not).
+        self.pat_admin = True
         self._sessions: dict[str, Session] = {}
         self.issued: list[str] = []  # every token ever handed out, for leak tests
         self._seen_jtis: set[str] = set()

@@ -124,10 +124,11 @@ def new_job(view: JobView) -> El:
 
 
 _STATUS = {None: "InProgress", 0: "Success", 1: "Failed", 2: "Cancelled"}
+_SUBTITLE = {"workbook": "Workbook", "datasource": "Data Source"}
 
 
 def background_job(view: JobView) -> El:
-    """An entry of GET .../jobs (job_get.xml)."""
+    """An entry of Query Jobs, GET .../jobs (job_get.xml): `title` names the item."""
     status = (
         "Pending"
         if view.started_at is None and view.completed_at is None
@@ -141,9 +142,14 @@ def background_job(view: JobView) -> El:
         startedAt=timestamp(view.started_at),
         endedAt=timestamp(view.completed_at),
         priority="50",
-        jobType="refresh_extracts",
-        title=f"Refresh Extracts for {view.item_kind} {view.item_name}",
+        jobType=job_type(view),
+        title=view.item_name,
+        subtitle=_SUBTITLE[view.item_kind],
     )
+
+
+def job_type(view: JobView) -> str:
+    return "increment_extracts" if view.incremental else "refresh_extracts"
 
 
 def _webpage(base_url: str, site: str, what: str, number: int) -> str:

@@ -125,6 +125,15 @@ class JobBoard:
                 return view
         return None
 
+    def complete(self, job_id: str) -> JobView | None:
+        """End a job that has not finished now, as its item's refreshes end; None if it has."""
+        job = self._jobs.get(job_id.lower())
+        now = time.time()
+        if job is None or job.view(now).finished:
+            return None
+        job.duration = now - job.created_at
+        return job.view(now)
+
     def cancel(self, job_id: str) -> JobView | None:
         """Cancel a job that has not finished; None if it has (or is unknown)."""
         job = self._jobs.get(job_id.lower())

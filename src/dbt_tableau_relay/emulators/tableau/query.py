@@ -2,18 +2,22 @@
 
 Filter syntax: `field:operator:value` clauses joined by commas, e.g.
 `name:eq:Executive Overview,projectName:eq:Sales`. Operators: `eq` (a `*`
-in the value is a wildcard: starts-with, ends-with, contains) and `in`
-(`name:in:[A,B]`). A clause splits at its first two colons, so a value may
-hold colons. A comma always ends a clause, as on Tableau; a value that must
-hold one can send it percent-escaped a second time (`%252C` on the wire,
-`%2C` after the query string is decoded). Sort: `name:asc` / `name:desc`.
+in the value is a wildcard: starts-with, ends-with, contains), `in`
+(`name:in:[A,B]`), `has` (contains) and, on date fields such as a job's
+`createdAt`, `gt`, `gte`, `lt`, `lte` (`createdAt:gt:2024-05-01T06:00:00Z`).
+A clause splits at its first two colons, so a value may hold colons. A
+comma always ends a clause, as on Tableau; a value that must hold one can
+send it percent-escaped a second time (`%252C` on the wire, `%2C` after the
+query string is decoded). Sort: `name:asc` / `name:desc`.
 """
 
 from __future__ import annotations
 
+import operator
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TypeVar
 from urllib.parse import unquote
 
@@ -34,10 +38,15 @@ class Clause:
     values: tuple[str, ...]
 
     def accepts(self, actual: str) -> bool:
+        if self.operator in _ORDERED:
+            return _ORDERED[self.operator](_when(actual), _when(self.values[0]))
+        if self.operator == "has":
+            return self.values[0] in actual
         return any(_match(pattern, actual) for pattern in self.values)
 
 
-def parse_filter(text: str, fields: Sequence[str]) -> list[Clause]:
+def parse_filter(text: str, fields: Sequence[str], ordered: Collection[str] = ()) -> list[Clause]:
+    """The clauses of a `filter`; gt/gte/lt/lte only on the `ordered` (date) fields."""
     clauses = [_parse_clause(raw) for raw in _split_clauses(text) if raw]
     for clause in clauses:
         if clause.field not in fields:
@@ -47,12 +56,19 @@ def parse_filter(text: str, fields: Sequence[str]) -> list[Clause]:
                 "Bad Request",
                 "The filter query contains a key which is not recognized for this api version.",
             )
+        if clause.operator in _ORDERED and clause.field not in ordered:
+            raise _unsupported(clause.operator)
     return clauses
 
 
-def select(items: Sequence[T], query: dict[str, str], getters: dict[str, Getter[T]]) -> list[T]:
+def select(
+    items: Sequence[T],
+    query: dict[str, str],
+    getters: dict[str, Getter[T]],
+    ordered: Collection[str] = (),
+) -> list[T]:
     """The items that pass the `filter` parameter, in `sort` order."""
-    clauses = parse_filter(query.get("filter", ""), list(getters))
+    clauses = parse_filter(query.get("filter", ""), list(getters), ordered)
     chosen = [i for i in items if all(c.accepts(getters[c.field](i)) for c in clauses)]
     sort = query.get("sort", "")
     if sort.startswith("name:") and "name" in getters:
@@ -96,17 +112,43 @@ def _parse_clause(raw: str) -> Clause:
         raise ApiError(
             400, "400000", "Bad Request", f"The filter clause '{raw}' is not field:operator:value."
         )
-    field, operator, value = parts
-    if operator == "eq":
-        return Clause(field, operator, (unquote(value),))
-    if operator == "in" and value.startswith("[") and value.endswith("]"):
-        return Clause(field, operator, tuple(unquote(v) for v in value[1:-1].split(",")))
-    raise ApiError(
+    field, op, value = parts
+    if op in ("eq", "has"):
+        return Clause(field, op, (unquote(value),))
+    if op in _ORDERED:
+        _when(unquote(value))  # 400 now for a value that is no date
+        return Clause(field, op, (unquote(value),))
+    if op == "in" and value.startswith("[") and value.endswith("]"):
+        return Clause(field, op, tuple(unquote(v) for v in value[1:-1].split(",")))
+    raise _unsupported(op)
+
+
+_ORDERED: dict[str, Callable[[datetime, datetime], bool]] = {
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
+
+
+def _unsupported(op: str) -> ApiError:
+    return ApiError(
         400,
         "400065",
         "Bad Request",
-        f"The filter query contains an operator '{operator}' which is not supported.",
+        f"The filter query contains an operator '{op}' which is not supported.",
     )
+
+
+def _when(text: str) -> datetime:
+    """An ISO 8601 date-time as Tableau writes them (2024-05-01T06:00:00Z)."""
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(
+            400, "400000", "Bad Request", f"'{text}' is not an ISO 8601 date and time."
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _match(pattern: str, actual: str) -> bool:

@@ -40,7 +40,9 @@ class Emulator:
 
     `content` is None for the demo site, a state-file mapping, or the path of
     a state file. `connected_app` is None (JWT sign-in refused) or a mapping
-    with client_id, secret_id and secret_value. Thread-safe.
+    with client_id, secret_id and secret_value. `pat_admin`: whether the
+    PAT's owner is a site administrator (Query Jobs answers 403 if not).
+    Thread-safe.
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class Emulator:
         users: Mapping[str, str] | None = None,
         connected_app: Mapping[str, str] | ConnectedApp | None = None,
         content: ContentSource = None,
+        pat_admin: bool = True,
     ) -> None:
         self.faults = Faults()
         self._state = SiteState(
@@ -66,6 +69,7 @@ class Emulator:
             job_duration=job_duration,
             content=_load_content(content),
         )
+        self._state.auth.pat_admin = pat_admin
         self._server: EmulatorHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -227,6 +231,21 @@ class Emulator:
     def session_ttl(self, seconds: float) -> None:
         with self._state.lock:
             self._state.auth.session_ttl = seconds
+
+    @property
+    def pat_admin(self) -> bool:
+        """Whether the PAT's owner is a site administrator; if not, Query Jobs answers 403."""
+        return self._state.auth.pat_admin
+
+    @pat_admin.setter
+    def pat_admin(self, value: bool) -> None:
+        with self._state.lock:
+            self._state.auth.pat_admin = value
+
+    def complete_job(self, job_id: str) -> JobView | None:
+        """End a running refresh now, as the item's refreshes end; None if it had ended."""
+        with self._state.lock:
+            return self._state.jobs.complete(job_id)
 
     def invalidate_sessions(self) -> None:
         """End every session at once: the next call with any token gets 401002."""
