@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dbt_tableau_relay.config import Settings
+from dbt_tableau_relay.demo_lineage import run_lineage_demo
 from dbt_tableau_relay.emulators.tableau import Emulator
 from dbt_tableau_relay.queue import FINAL_STATES
 from dbt_tableau_relay.samples import post_event, sample_event
@@ -87,11 +88,16 @@ def run_demo(echo: Echo, timeout: float = 120.0) -> int:
             finally:
                 store.dispose()
         refresh_posts = len(tableau.refresh_posts())
-    echo("")
-    print_table(
-        echo, ["job", "rule", "target", "state", "Tableau job", "finish", "notes"], job_rows(jobs)
-    )
-    return verdict(echo, jobs, refresh_posts)
+        echo("")
+        print_table(
+            echo,
+            ["job", "rule", "target", "state", "Tableau job", "finish", "notes"],
+            job_rows(jobs),
+        )
+        named = verdict(echo, jobs, refresh_posts)
+        echo("\n-- Lineage: refresh exactly what the run rebuilt --\n")
+        by_lineage = run_lineage_demo(echo, Path(folder), timeout)
+    return named or by_lineage
 
 
 def send_events(url: str) -> list[Delivery]:

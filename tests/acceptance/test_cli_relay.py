@@ -133,6 +133,14 @@ def test_demo_runs_the_whole_path_and_exits_zero() -> None:
     assert "All 2 refreshes reached Tableau's verdict" in result.stdout
     assert "succeeded" in result.stdout
     assert "failed" in result.stdout
+    # The lineage half: the failing run's decisions, as `explain` prints them.
+    assert "Lineage refreshed 3 item(s) and skipped 2" in result.stdout
+    assert any(
+        line.startswith("skip")
+        and "Sales/Pipeline Health" in line
+        and "revenue_daily: error" in line
+        for line in result.stdout.splitlines()
+    )
 
 
 def test_worker_alone_refreshes_what_a_receiver_recorded(tmp_path: Path, tableau: Emulator) -> None:

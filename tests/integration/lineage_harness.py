@@ -1,9 +1,9 @@
 """A relay with lineage rules, against both emulators and the real dbt artifacts.
 
 The dbt project in tests/fixtures/dbt_project has three exposures, one per
-way of naming a Tableau item; the Tableau site here holds those items (same
-LUIDs, the URL's workbook number) and, for Tableau's own lineage, extracts
-and live connections over the project's tables.
+way of naming a Tableau item; the Tableau site (the demo's, `demo_lineage`)
+holds those items (same LUIDs, the URL's workbook number) and, for Tableau's
+own lineage, extracts and live connections over the project's tables.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 from harness import PAT_NAME, PAT_SECRET, SECRET, Relay
 
 from dbt_tableau_relay.config import Settings
+from dbt_tableau_relay.demo_lineage import LINEAGE_SITE as SITE
 from dbt_tableau_relay.emulators.dbt_cloud import DbtCloudEmulator
 from dbt_tableau_relay.emulators.tableau import Emulator
 from dbt_tableau_relay.service import relay_app, serve_in_thread
@@ -25,37 +26,6 @@ from dbt_tableau_relay.store import Store
 
 ARTIFACTS = Path(__file__).parents[1] / "fixtures" / "dbt-artifacts"
 JOB = 123
-PIPELINE_HEALTH = "3f1c9a52-7d2e-4b8a-9c61-0e5d4b7a2f10"  # exposure meta: tableau_workbook_id
-CUSTOMER_360 = "8b0e4d1c-25a7-4f3e-b6d9-71c2a0e95b44"  # exposure config.meta: datasource
-FINANCE_REVENUE_URL_ID = 1234  # exposure url: .../#/site/marketing/workbooks/1234/views
-ORDERS = "relay_shop.analytics.orders"
-REVENUE_DAILY = "relay_shop.analytics.revenue_daily"
-
-SITE = {
-    "tables": [
-        {"database": "relay_shop", "schema": "analytics", "name": n, "connection_type": "duckdb"}
-        for n in ("orders", "revenue_daily", "customers")
-    ],
-    "workbooks": [
-        {"path": "Sales/Pipeline Health", "luid": PIPELINE_HEALTH},
-        {"path": "Finance/Finance Revenue", "vizportal_url_id": FINANCE_REVENUE_URL_ID},
-        {  # an extract of its own over a table the failing run errored on
-            "path": "Ops/Daily Revenue",
-            "embedded_datasources": [
-                {"name": "daily", "has_extracts": True, "tables": [REVENUE_DAILY]}
-            ],
-        },
-        {  # reads orders only through the published extract: never refreshed itself
-            "path": "Ops/Orders Board",
-            "embedded_datasources": [{"name": "orders", "published": "Ops/Orders Extract"}],
-        },
-    ],
-    "datasources": [
-        {"path": "Sales/Customer 360", "luid": CUSTOMER_360},
-        {"path": "Ops/Orders Extract", "tables": [ORDERS]},
-        {"path": "Ops/Orders Live", "refreshable": False, "tables": [ORDERS]},
-    ],
-}
 
 
 def lineage_rules(*sources: str) -> list[dict[str, Any]]:

@@ -65,7 +65,7 @@ def record(store: Store, target: Target, event_id: str, at: datetime | None = No
         timestamp=at,
         account_id="1",
         job_id=str(DBT_JOB[target]),
-        run_id="1",
+        run_id=event_id,  # a run of its own
         run_status_code=10,
     )
     with store.transaction() as conn:
