@@ -14,10 +14,7 @@ from pathlib import Path
 import pytest
 from harness import PAT_NAME, PAT_SECRET, wait_until
 from lineage_harness import (
-    CUSTOMER_360,
     JOB,
-    PIPELINE_HEALTH,
-    SITE,
     LineageRelay,
     build_then_docs,
     emulators,
@@ -26,6 +23,8 @@ from lineage_harness import (
     settings_for,
 )
 
+from dbt_tableau_relay.demo_lineage import CUSTOMER_360, PIPELINE_HEALTH
+from dbt_tableau_relay.demo_lineage import LINEAGE_SITE as SITE
 from dbt_tableau_relay.emulators.dbt_cloud import DbtCloudEmulator
 from dbt_tableau_relay.emulators.tableau import Emulator
 from dbt_tableau_relay.runs import lineage_jobs_of_run
