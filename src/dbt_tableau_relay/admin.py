@@ -208,6 +208,8 @@ class JobSummary(_Out):
 class JobDetail(JobSummary):
     attempt_log: list[AttemptOut]
     events: list[EventSummary]
+    # A lineage-made job: the decision that made it (refresh, the item, the dbt nodes).
+    explanation: dict[str, Any] | None = None
 
 
 class EventDetail(EventSummary):
@@ -321,6 +323,7 @@ def get_job(request: Request, job_id: Id) -> JobDetail:
         **summary.model_dump(),
         attempt_log=[AttemptOut.model_validate(a) for a in job.attempt_log],
         events=[EventSummary.model_validate(e) for e in job.events],
+        explanation=json.loads(job.explanation) if job.explanation else None,
     )
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from harness import PAT_NAME, PAT_SECRET, wait_until
 from lineage_harness import (
     JOB,
@@ -240,3 +241,23 @@ def test_explain_names_a_run_no_lineage_rule_matches(
     text = run_cli("--config", str(config), "explain", "--run", str(run_id))
     assert text.returncode == 1
     assert f"no lineage rule matches dbt run {run_id}" in text.stderr
+
+
+def test_the_admin_api_shows_a_runs_decisions_and_each_jobs_reason(
+    sites: tuple[Emulator, DbtCloudEmulator], tmp_path: Path
+) -> None:
+    tableau, cloud = sites
+    run_id = cloud.add_run(job_id=JOB, status=20, steps=build_then_docs("failing"))
+    with running(tableau, cloud, f"sqlite:///{tmp_path / 'relay.db'}") as relay:
+        relay.post(sample_event("completed", job_id=JOB, run_id=run_id, run_status_code=20))
+        settle(relay, str(run_id))
+        story = requests.get(f"{relay.url}/api/runs/{run_id}", timeout=5).json()
+        [lineage] = story["lineage"]
+        skipped = {d["path"] for d in lineage["decisions"] if d["action"] == "skip"}
+        assert skipped == {"Sales/Pipeline Health", "Ops/Daily Revenue"}
+        assert len(story["jobs"]) == 3
+        job = requests.get(f"{relay.url}/api/jobs/{story['jobs'][0]['id']}", timeout=5).json()
+        assert job["explanation"]["action"] == "refresh"
+        assert job["explanation"]["nodes"]
+        unknown = requests.get(f"{relay.url}/api/runs/424242", timeout=5)
+        assert unknown.status_code == 404
