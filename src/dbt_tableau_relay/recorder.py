@@ -267,16 +267,18 @@ def once_per_run(
     reconciler may record a run before its late webhook: one run, one set of
     refreshes. Started events are left alone (a run that starts is not done).
     """
-    asks = [(i, run_key(sub), key) for i, sub in enumerate(submissions) for key in _ask_keys(sub)]
-    if not asks:
+    asking = {i: keys for i, sub in enumerate(submissions) if (keys := _ask_keys(sub))}
+    if not asking:
         return list(submissions)
-    fresh = claim_run_asks(conn, {(run, key) for _, run, key in asks}, now)
-    kept: dict[int, set[str]] = defaultdict(set)
-    for i, run, key in asks:
-        if (run, key) in fresh:
-            fresh.discard((run, key))  # the first asker in the batch takes it
-            kept[i].add(key)
-    return [_pruned(sub, kept[i]) if _ask_keys(sub) else sub for i, sub in enumerate(submissions)]
+    runs = {i: run_key(submissions[i]) for i in asking}
+    fresh = claim_run_asks(conn, {(runs[i], k) for i, keys in asking.items() for k in keys}, now)
+    pruned = list(submissions)
+    for i, keys in asking.items():
+        kept = {k for k in keys if (runs[i], k) in fresh}
+        fresh -= {(runs[i], k) for k in kept}  # the first asker in the batch takes it
+        if len(kept) < len(keys):
+            pruned[i] = _pruned(submissions[i], kept)
+    return pruned
 
 
 def run_key(sub: Submission) -> str:

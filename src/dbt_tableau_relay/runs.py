@@ -16,6 +16,7 @@ The schema is created by migration 0003.
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime, timedelta
 from typing import Final
@@ -29,7 +30,6 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    insert,
     or_,
     select,
     text,
@@ -37,7 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from dbt_tableau_relay.store import Base, BigId, Store, utcnow
+from dbt_tableau_relay.store import Base, BigId, Store, sqlite_time, utcnow
 
 LINEAGE_STATES: Final = ("queued", "resolving", "done", "failed", "dead")
 
@@ -132,12 +132,17 @@ def claim_run_asks(
         tuple(runs),
     ).all()
     fresh = asks - {(run, key) for run, key in seen}
-    if fresh:
-        conn.execute(
-            insert(RunRefresh),
-            [{"run_key": r, "target_key": k, "created_at": now} for r, k in sorted(fresh)],
-        )
+    if fresh:  # one multi-row statement, no per-row Python work (the recorder's hot path)
+        at = sqlite_time(now)
+        values = tuple(v for run, key in sorted(fresh) for v in (run, key, at))
+        conn.exec_driver_sql(_sqlite_insert_asks(len(fresh)), values)
     return fresh
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_insert_asks(count: int) -> str:
+    rows = ", ".join(["(?, ?, ?)"] * count)
+    return f"INSERT INTO run_refreshes (run_key, target_key, created_at) VALUES {rows}"  # noqa: S608
 
 
 def take_lease(store: Store, name: str, holder: str, seconds: float) -> bool:
