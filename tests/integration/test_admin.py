@@ -22,7 +22,6 @@ from fastapi import FastAPI
 from harness import EXEC, PAT_SECRET, SECRET, Relay, relay_settings
 
 from dbt_tableau_relay.app import create_app
-
 from dbt_tableau_relay.emulators.tableau import Emulator
 from dbt_tableau_relay.samples import sample_event
 
