@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 from dbt_tableau_relay import logs
-from dbt_tableau_relay.config import Settings, Target, load_settings
+from dbt_tableau_relay.config import Settings, Target, hide_password, load_settings
 from dbt_tableau_relay.errors import ConfigError, RelayError, TableauError
 from dbt_tableau_relay.tableau import TableauClient, TableauJob
 from dbt_tableau_relay.targets import project_paths
@@ -154,8 +154,13 @@ def list_content(ctx: click.Context, what: str) -> None:
 @click.pass_context
 def check(ctx: click.Context) -> None:
     """Validate the config, sign in to Tableau and resolve every rule's target."""
+    from dbt_tableau_relay.store import check_database
+
     settings = settings_of(ctx)
-    click.echo(f"ok      config: {len(settings.rules)} rule(s), database {settings.database_url}")
+    database = hide_password(settings.database_url)
+    click.echo(f"ok      config: {len(settings.rules)} rule(s), database {database}")
+    with reported_errors():
+        click.echo(f"ok      database: {check_database(settings.database_url)}")
     failures = 0
     with TableauClient(settings.tableau) as client:
         try:

@@ -59,7 +59,9 @@ from sqlalchemy.orm import (
 )
 from sqlalchemy.pool import StaticPool
 
-from dbt_tableau_relay.errors import ConfigError
+from dbt_tableau_relay.config import hide_password
+from dbt_tableau_relay.errors import ConfigError, DatabaseError
+from dbt_tableau_relay.store_errors import translated
 
 EVENT_OUTCOMES: Final = ("queued", "ignored", "invalid")
 JOB_STATES: Final = ("queued", "sending", "following", "succeeded", "failed", "dead", "merged")
@@ -247,7 +249,13 @@ def create_store_engine(database_url: str) -> Engine:
             f"database_url: use sqlite:/// or postgresql+psycopg://, not {url.drivername}"
         )
     if url.get_backend_name() == "postgresql":
-        return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        try:
+            return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        except (ImportError, ArgumentError):
+            raise ConfigError(
+                f"database_url: the driver of {url.drivername} is not installed"
+                " (postgresql+psycopg:// needs psycopg)"
+            ) from None
     if url.database in (None, "", ":memory:"):
         # One shared connection, or every thread would see its own empty database.
         engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
@@ -304,7 +312,9 @@ class Store:
         return self.engine.dialect.name
 
     def migrate(self) -> None:
-        migrate(self.engine)
+        """Bring the schema up to date; a DatabaseError (one line, no password) if it cannot."""
+        with translated(self.url):
+            migrate(self.engine)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -323,8 +333,8 @@ class Store:
             yield conn
 
     def ping(self) -> None:
-        """Raise if the database does not answer."""
-        with self.session(readonly=True) as session:
+        """Raise (a DatabaseError) if the database does not answer."""
+        with translated(self.url), self.session(readonly=True) as session:
             session.execute(text("SELECT 1"))
 
     def list_events(self, limit: int = 50, offset: int = 0) -> list[Event]:
@@ -370,6 +380,26 @@ class Store:
         with self.session(readonly=True) as session:
             found = dict(session.execute(query).all())
         return {outcome: found.get(outcome, 0) for outcome in EVENT_OUTCOMES} | found
+
+
+def check_database(database_url: str) -> str:
+    """For `check`: how the database answered, creating nothing; DatabaseError if it did not."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        path = Path(url.database)
+        if not path.exists():
+            if not path.parent.is_dir():
+                raise DatabaseError(
+                    f"database {hide_password(database_url)}: the directory {path.parent}"
+                    " does not exist; check database_url"
+                )
+            return f"{path} does not exist yet: serve and worker create it"
+    store = Store(database_url)
+    try:
+        store.ping()
+    finally:
+        store.dispose()
+    return f"{store.dialect} answers"
 
 
 # --- bulk writes of the recorder's group commit ---------------------------------

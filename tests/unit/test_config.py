@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from dbt_tableau_relay.config import load_settings, parse_settings
+from dbt_tableau_relay.config import hide_password, load_settings, parse_settings
 from dbt_tableau_relay.errors import ConfigError
 
 BASE = """
@@ -243,3 +243,35 @@ def test_the_replay_window_and_body_timeout_are_read() -> None:
 def test_limits_must_be_positive(key: str, value: str) -> None:
     with pytest.raises(ConfigError, match=rf"dbt\.{key}"):
         parse_settings(BASE + f"dbt:\n  {key}: {value}\n", ENV)
+
+
+# -- database_url: the password is never shown ------------------------------------
+
+PG_PASSWORD = "pg-Pa55-w0rd-9c1e"
+PG_URL = f"postgresql+psycopg://relay:{PG_PASSWORD}@db.example.com:5432/relay"
+
+
+def test_settings_never_show_the_database_password() -> None:
+    settings = parse_settings(BASE + f"database_url: {PG_URL}\n", ENV)
+    for shown in (repr(settings), str(settings), repr(settings.database_url)):
+        assert PG_PASSWORD not in shown
+        assert "postgresql+psycopg://relay:***@db.example.com:5432/relay" in shown
+    assert settings.database_url == PG_URL  # the store connects with the URL itself
+    assert f"{settings.database_url}" == PG_URL
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (PG_URL, "postgresql+psycopg://relay:***@db.example.com:5432/relay"),
+        (
+            f"postgresql+psycopg://relay@db/relay?password={PG_PASSWORD}&sslmode=require",
+            "postgresql+psycopg://relay@db/relay?password=***&sslmode=require",
+        ),
+        ("postgresql+psycopg://relay@db/relay", "postgresql+psycopg://relay@db/relay"),
+        ("sqlite:////var/lib/relay/relay.db", "sqlite:////var/lib/relay/relay.db"),
+        (f"{PG_PASSWORD} is not a URL", "(not a database URL)"),
+    ],
+)
+def test_database_urls_are_shown_without_their_password(url: str, shown: str) -> None:
+    assert hide_password(url) == shown
