@@ -235,6 +235,8 @@ class DbtSettings(_Strict):
 class Settings(_Strict):
     database_url: Annotated[str, AfterValidator(DatabaseUrl)] = DatabaseUrl("sqlite:///relay.db")
     listen: str = "127.0.0.1:8080"
+    # Connections (or requests) `serve` handles at once; beyond, uvicorn answers 503 at once.
+    limit_concurrency: int = Field(default=256, ge=1, description="open connections at most")
     admin_token: SecretStr | None = None
     dbt: DbtSettings = DbtSettings()
     tableau: TableauSettings

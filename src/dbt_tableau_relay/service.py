@@ -72,6 +72,7 @@ def serve(settings: Settings) -> None:
             port=port,
             log_config=None,  # keep the relay's own logging
             access_log=False,
+            limit_concurrency=settings.limit_concurrency,  # beyond: 503, not a slow death
             timeout_keep_alive=5,
             timeout_graceful_shutdown=30,
         )
@@ -102,13 +103,17 @@ class RunningServer:
 
 
 @contextmanager
-def serve_in_thread(app: Any, *, startup_timeout: float = 15.0) -> Iterator[RunningServer]:
+def serve_in_thread(
+    app: Any, *, startup_timeout: float = 15.0, limit_concurrency: int | None = None
+) -> Iterator[RunningServer]:
     """Serve an ASGI app on a free 127.0.0.1 port in a thread (demo, tests, benchmarks)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="on", limit_concurrency=limit_concurrency
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

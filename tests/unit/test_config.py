@@ -275,3 +275,10 @@ def test_settings_never_show_the_database_password() -> None:
 )
 def test_database_urls_are_shown_without_their_password(url: str, shown: str) -> None:
     assert hide_password(url) == shown
+
+
+def test_concurrent_connections_are_bounded_by_default() -> None:
+    assert parse_settings(BASE, ENV).limit_concurrency == 256
+    assert parse_settings(BASE + "limit_concurrency: 32\n", ENV).limit_concurrency == 32
+    with pytest.raises(ConfigError, match="limit_concurrency"):
+        parse_settings(BASE + "limit_concurrency: 0\n", ENV)

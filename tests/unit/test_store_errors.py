@@ -1,4 +1,4 @@
-"""Database errors as one line: the URL without its password, what the driver said, what to check."""
+"""Database errors as one line: the URL without its password, what went wrong, what to check."""
 
 from __future__ import annotations
 
