@@ -113,6 +113,31 @@ def storable(value: str) -> str:
     return value.encode("utf-8", errors="replace").decode("utf-8").replace("\x00", "\ufffd")
 
 
+MAX_TEXT: Final = 65_536  # characters kept of a TEXT value from a third party (Tableau's notes)
+_INT32: Final = range(-(2**31), 2**31)
+
+
+def fit(model: type[Base], values: dict[str, Any]) -> dict[str, Any]:
+    """`values` for `model`'s columns, so that what a third party sent never fails a write.
+
+    Each string is made `storable` and cut to its column's length (TEXT: `MAX_TEXT`),
+    ending in an ellipsis when cut; an integer an INTEGER column cannot hold is None.
+    Otherwise PostgreSQL refuses the row, and a job whose Tableau job id does not fit
+    crashes at every lease, forever.
+    """
+    columns = model.__table__.columns
+    fitted = dict(values)
+    for key, value in values.items():
+        kind = columns[key].type if key in columns else None
+        if isinstance(value, str) and isinstance(kind, String):
+            limit = kind.length or MAX_TEXT
+            value = storable(value)
+            fitted[key] = value if len(value) <= limit else value[: limit - 1] + "\u2026"
+        elif isinstance(value, int) and type(kind) is Integer and value not in _INT32:
+            fitted[key] = None
+    return fitted
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(
         naming_convention={

@@ -48,7 +48,10 @@ class Worker:
         self.settings = settings or WorkerSettings()
         self.client = client
         self.queue = RefreshQueue(
-            store, worker_id or default_worker_id(), self.settings.lease_seconds
+            store,
+            worker_id or default_worker_id(),
+            self.settings.lease_seconds,
+            max_attempts=self.settings.max_attempts,
         )
         self.policy = RetryPolicy(
             max_attempts=self.settings.max_attempts,
@@ -111,7 +114,8 @@ class Worker:
         try:
             self.process(job)
         except Exception as exc:
-            # A bug or a database hiccup: the lease brings the job back later.
+            # A bug or a database hiccup: the lease brings the job back later, and each
+            # claim counts as an attempt, so a job that always crashes ends dead.
             log.exception("refresh.crashed", extra={"job_id": job.id, "error": type(exc).__name__})
         finally:
             self._slots.release()
