@@ -199,6 +199,11 @@ def _check_target(client: TableauClient, rule: str, target: Target) -> bool:
 @click.option("--pat-secret", default="relay-secret", show_default=True)
 @click.option("--state", "state_file", type=click.Path(dir_okay=False), help="Site content (JSON).")
 @click.option("--job-duration", default=3.0, show_default=True, help="Seconds a refresh takes.")
+@click.option(
+    "--control-token",
+    help="Bearer token /_emulator/ calls must carry [env RELAY_EMULATOR_CONTROL_TOKEN];"
+    " without one they are served to this machine only.",
+)
 def emulator(
     host: str,
     port: int,
@@ -207,6 +212,7 @@ def emulator(
     pat_secret: str,
     state_file: str | None,
     job_duration: float,
+    control_token: str | None,
 ) -> None:
     """Run the built-in Tableau REST API emulator."""
     from dbt_tableau_relay.emulators.tableau import run_emulator
@@ -219,6 +225,7 @@ def emulator(
         pat_secret=pat_secret,
         state_file=state_file,
         job_duration=job_duration,
+        control_token=control_token,
     )
 
 

@@ -10,6 +10,7 @@ Modules: `content` (the site's projects, workbooks and data sources; the state
 file), `jobs` (refresh job lifecycle), `auth` (sign-in and sessions), `api`
 (the REST endpoints), `query` (filter and pagination), `elements` and
 `render` (answers as XML or JSON), `faults`, `control` (/_emulator/ endpoints),
+`guard` (who may call them; the body cap),
 `handler` (HTTP), `server` (`Emulator`, `run_emulator`). See docs/emulator.md.
 """
 

@@ -40,7 +40,9 @@ class Emulator:
 
     `content` is None for the demo site, a state-file mapping, or the path of
     a state file. `connected_app` is None (JWT sign-in refused) or a mapping
-    with client_id, secret_id and secret_value. Thread-safe.
+    with client_id, secret_id and secret_value. `control_token`, if given, is
+    the Bearer token every /_emulator/ call must carry (see `guard`); without
+    one they are served to this machine's clients only. Thread-safe.
     """
 
     def __init__(
@@ -54,8 +56,10 @@ class Emulator:
         users: Mapping[str, str] | None = None,
         connected_app: Mapping[str, str] | ConnectedApp | None = None,
         content: ContentSource = None,
+        control_token: str | None = None,
     ) -> None:
         self.faults = Faults()
+        self._control_token = control_token
         self._state = SiteState(
             site=site,
             pat_name=pat_name,
@@ -230,7 +234,9 @@ class Emulator:
     def _bind(self, port: int, host: str) -> EmulatorHTTPServer:
         if self._server is not None:
             raise RuntimeError("the emulator is already started")
-        server = self._server = EmulatorHTTPServer((host, port), self._state, self.faults)
+        server = self._server = EmulatorHTTPServer(
+            (host, port), self._state, self.faults, self._control_token
+        )
         address, bound_port = server.server_address[:2]
         bound_host = address.decode() if isinstance(address, bytes) else str(address)
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
@@ -261,6 +267,7 @@ def run_emulator(
     users: Mapping[str, str] | None = None,
     connected_app: Mapping[str, str] | None = None,
     ready: Callable[[Emulator], None] | None = None,
+    control_token: str | None = None,
 ) -> None:
     """Serve the emulator on host:port until Ctrl-C; `ready` is called once it listens."""
     emulator = Emulator(
@@ -272,6 +279,7 @@ def run_emulator(
         users=users,
         connected_app=connected_app,
         content=state_file,
+        control_token=control_token,
     )
     emulator.start(port, host)
     if ready is not None:
