@@ -5,9 +5,13 @@ Access to both (`AdminAccess`, one dependency on each router):
 - `admin_token` set: every request needs `Authorization: Bearer <token>`, or
   HTTP Basic with the token as the password (any user name), so that a
   browser can open the dashboard. Compared in constant time; 401 otherwise.
-- no token, listening on loopback only (127.0.0.1, ::1, localhost): open,
-  since only this machine can connect; requests naming another host in `Host`
-  (a proxy in front, or DNS rebinding from a web page) get 403.
+- no token, listening on loopback only (127.0.0.1, ::1, localhost): open to
+  requests made on this machine, and only those: a request that came through a
+  proxy (`Forwarded`, `X-Forwarded-*`, `X-Real-IP` or `Via`), from a peer that
+  is not loopback, or naming another host in `Host` (DNS rebinding from a web
+  page) gets 403. A reverse proxy on the same machine connects from 127.0.0.1
+  and, as nginx does by default, may send `Host: 127.0.0.1:PORT`: only its
+  headers tell its requests from local ones, so any of them is refused.
 - no token, listening on anything else: 403, saying to set `admin_token`.
 
 A state-changing request (the replay POSTs) that a browser marks as sent from
@@ -25,6 +29,7 @@ import binascii
 import hmac
 import ipaddress
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
@@ -43,6 +48,9 @@ from dbt_tableau_relay.store import RefreshJob, Store
 REALM: Final = "dbt-tableau-relay"
 LOOPBACK_NAMES: Final = ("localhost",)
 SAFE_METHODS: Final = ("GET", "HEAD", "OPTIONS")
+# Headers a proxy adds (RFC 7239, the de facto X-Forwarded-* family, nginx, RFC 9110).
+PROXY_HEADERS: Final = ("forwarded", "x-real-ip", "via")
+PROXY_PREFIX: Final = "x-forwarded-"
 
 # -- access --------------------------------------------------------------------
 
@@ -79,10 +87,42 @@ def presented_secret(authorization: str | None) -> bytes | None:
     return None
 
 
+def proxy_header(names: Iterable[str]) -> str | None:
+    """The first of these header names that shows a proxy passed the request on, or None."""
+    for name in names:
+        lowered = name.lower()
+        if lowered in PROXY_HEADERS or lowered.startswith(PROXY_PREFIX):
+            return lowered
+    return None
+
+
+def proxy_evidence(names: Iterable[str], http_version: str) -> str | None:
+    """What shows that a proxy passed the request on, in words; None if nothing does.
+
+    HTTP/1.0 counts: nginx's bare `proxy_pass` adds no header at all, but speaks
+    HTTP/1.0 to its upstream unless told otherwise; browsers and curl send 1.1 or 2.
+    """
+    if header := proxy_header(names):
+        return f"it has a {header} header"
+    if http_version == "1.0":
+        return "it was sent with HTTP/1.0, as nginx's proxy_pass does by default"
+    return None
+
+
 def access_denied(
-    token: SecretStr | None, listen: str, authorization: str | None, host: str | None
+    token: SecretStr | None,
+    listen: str,
+    authorization: str | None,
+    host: str | None,
+    *,
+    peer: str | None,
+    proxied_by: str | None = None,
 ) -> Denied | None:
-    """Who may see the dashboard and the API: None to serve, or why not."""
+    """Who may see the dashboard and the API: None to serve, or why not.
+
+    `peer` is the connection's address (None when unknown); `proxied_by` says
+    what shows that a proxy passed the request on (`proxy_evidence`), if anything.
+    """
     expected = token.get_secret_value().encode() if token else b""
     if expected:
         given = presented_secret(authorization)
@@ -95,6 +135,20 @@ def access_denied(
             f"the dashboard and admin API are off: the relay listens on {listen}, which other"
             " machines can reach, and no admin_token is set. Set admin_token in relay.yml"
             " (e.g. from an environment variable) or listen on 127.0.0.1.",
+        )
+    if proxied_by is not None:
+        return Denied(
+            403,
+            f"without an admin_token the dashboard and admin API answer only requests made on"
+            f" this machine, and this one came through a proxy ({proxied_by}):"
+            " set admin_token in relay.yml to reach them through a proxy",
+        )
+    if peer is None or not is_loopback(peer):
+        return Denied(
+            403,
+            f"without an admin_token the dashboard and admin API answer only connections from"
+            f" this machine, not from {peer or 'an unknown address'}: set admin_token in"
+            " relay.yml to reach them from elsewhere",
         )
     if not is_loopback(urlsplit(f"//{host or ''}").hostname or ""):
         return Denied(
@@ -128,7 +182,12 @@ class AdminAccess:
         settings: Settings = request.app.state.settings
         headers = request.headers
         denied = access_denied(
-            settings.admin_token, settings.listen, headers.get("authorization"), headers.get("host")
+            settings.admin_token,
+            settings.listen,
+            headers.get("authorization"),
+            headers.get("host"),
+            peer=request.client.host if request.client else None,
+            proxied_by=proxy_evidence(headers.keys(), request.scope.get("http_version", "1.1")),
         )
         if denied is None and cross_site(request.method, headers):
             denied = Denied(403, "a cross-site request may not change anything here")

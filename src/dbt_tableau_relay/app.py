@@ -14,12 +14,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Final
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import Receive, Scope, Send
 
 from dbt_tableau_relay import __version__
+from dbt_tableau_relay.admin import AdminAccess
 from dbt_tableau_relay.admin import router as admin_router
 from dbt_tableau_relay.config import Settings
 from dbt_tableau_relay.dashboard import router as dashboard_router
@@ -31,6 +32,7 @@ from dbt_tableau_relay.webhooks import router as webhooks_router
 
 log = logging.getLogger(__name__)
 
+OPENAPI_PATH: Final = "/openapi.json"
 READY_TIMEOUT: Final = 3.0  # seconds for the database to answer /readyz
 _NOT_READY: Final = {"description": "The database did not answer in time, or the recorder stopped."}
 
@@ -49,6 +51,11 @@ def create_app(
         title="dbt-tableau-relay",
         version=__version__,
         lifespan=_lifespan(settings, store, background),
+        # No Swagger UI or ReDoc: both load scripts from a CDN onto the admin API's origin.
+        # The schema alone is served, behind the admin access rule (Basic, so a browser asks).
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.include_router(webhooks_router)
     app.add_api_route("/healthz", healthz, methods=["GET"])
@@ -58,6 +65,13 @@ def create_app(
     # Behind the admin token (see admin.py); the routes above never are.
     app.include_router(admin_router)
     app.include_router(dashboard_router)
+    app.add_api_route(
+        OPENAPI_PATH,
+        openapi_schema,
+        methods=["GET"],
+        include_in_schema=False,
+        dependencies=[Depends(AdminAccess("Basic"))],
+    )
     return app
 
 
@@ -144,6 +158,12 @@ async def readyz(request: Request) -> JSONResponse:
     if not recorder.running:
         return JSONResponse({"status": "unavailable", "error": "recorder"}, status_code=503)
     return JSONResponse({"status": "ready"})
+
+
+async def openapi_schema(request: Request) -> JSONResponse:
+    """The OpenAPI schema, which describes the admin API: behind the same rule as it."""
+    app: FastAPI = request.app
+    return JSONResponse(app.openapi())
 
 
 async def metrics() -> Response:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 from dbt_tableau_relay import logs
-from dbt_tableau_relay.config import Settings, Target, load_settings
+from dbt_tableau_relay.config import Settings, Target, hide_password, load_settings
 from dbt_tableau_relay.errors import ConfigError, RelayError, TableauError
 from dbt_tableau_relay.tableau import TableauClient
 from dbt_tableau_relay.tableau_jobs import TableauJob
@@ -157,8 +157,13 @@ def list_content(ctx: click.Context, what: str) -> None:
 @click.pass_context
 def check(ctx: click.Context) -> None:
     """Validate the config, sign in to Tableau and resolve every rule's target."""
+    from dbt_tableau_relay.store import check_database
+
     settings = settings_of(ctx)
-    click.echo(f"ok      config: {len(settings.rules)} rule(s), database {settings.database_url}")
+    database = hide_password(settings.database_url)
+    click.echo(f"ok      config: {len(settings.rules)} rule(s), database {database}")
+    with reported_errors():
+        click.echo(f"ok      database: {check_database(settings.database_url)}")
     failures = 0
     with TableauClient(settings.tableau) as client:
         try:
@@ -234,6 +239,11 @@ def explain(ctx: click.Context, run_id: str, as_json: bool) -> None:
 @click.option("--pat-secret", default="relay-secret", show_default=True)
 @click.option("--state", "state_file", type=click.Path(dir_okay=False), help="Site content (JSON).")
 @click.option("--job-duration", default=3.0, show_default=True, help="Seconds a refresh takes.")
+@click.option(
+    "--control-token",
+    help="Bearer token /_emulator/ calls must carry [env RELAY_EMULATOR_CONTROL_TOKEN];"
+    " without one they are served to this machine only.",
+)
 def emulator(
     host: str,
     port: int,
@@ -242,6 +252,7 @@ def emulator(
     pat_secret: str,
     state_file: str | None,
     job_duration: float,
+    control_token: str | None,
 ) -> None:
     """Run the built-in Tableau REST API emulator."""
     from dbt_tableau_relay.emulators.tableau import run_emulator
@@ -254,6 +265,7 @@ def emulator(
         pat_secret=pat_secret,
         state_file=state_file,
         job_duration=job_duration,
+        control_token=control_token,
     )
 
 

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -28,6 +29,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from dbt_tableau_relay.errors import ConfigError
 
@@ -66,6 +69,27 @@ def _as_id_set(value: Any) -> frozenset[str]:
 
 
 IdSet = Annotated[frozenset[str], BeforeValidator(_as_id_set)]
+
+
+def hide_password(url: str) -> str:
+    """The database URL as logs, errors and output show it: any password as `***`."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return "(not a database URL)"  # it cannot be parsed, so no part of it is shown
+    if "password" in parsed.query:  # libpq takes `?password=` too
+        parsed = parsed.update_query_dict({"password": "***"})
+    return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+
+
+class DatabaseUrl(str):
+    """`database_url`: the URL itself (the store connects with it), shown without its
+    password by `repr`, hence by `repr(settings)`, `str(settings)` and tracebacks."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(hide_password(self))
 
 
 class _Strict(BaseModel):
@@ -279,8 +303,10 @@ class DbtSettings(_Strict):
 
 
 class Settings(_Strict):
-    database_url: str = "sqlite:///relay.db"
+    database_url: Annotated[str, AfterValidator(DatabaseUrl)] = DatabaseUrl("sqlite:///relay.db")
     listen: str = "127.0.0.1:8080"
+    # Connections (or requests) `serve` handles at once; beyond, uvicorn answers 503 at once.
+    limit_concurrency: int = Field(default=256, ge=1, description="open connections at most")
     admin_token: SecretStr | None = None
     dbt: DbtSettings = DbtSettings()
     tableau: TableauSettings

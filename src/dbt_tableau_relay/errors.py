@@ -2,6 +2,7 @@
 
     RelayError
     ├── ConfigError                 relay.yml is invalid, incomplete or names a missing variable
+    ├── DatabaseError               the database cannot be reached or used (password never shown)
     ├── ReplayError                 a refresh job that cannot be replayed
     │   ├── UnknownJobError         no refresh job has that id
     │   └── NotReplayableError      only failed or dead jobs can be replayed
@@ -44,6 +45,10 @@ class RelayError(Exception):
 
 class ConfigError(RelayError):
     """The configuration is invalid."""
+
+
+class DatabaseError(RelayError):
+    """The database cannot be reached or used."""
 
 
 class MalformedEventError(RelayError):

@@ -45,6 +45,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class Throttle:
+    """At most one line per `interval` seconds of an event anyone can cause (a 401 from a
+    stranger), so that a flood cannot fill the disk; the next line let through says how
+    many were held back. Not thread-safe: one per event loop, as the webhook's are."""
+
+    __slots__ = ("_held", "_interval", "_next")
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._next = float("-inf")
+        self._held = 0
+
+    def admit(self, now: float) -> int | None:
+        """None to hold this line back (it is counted); else how many were held before it."""
+        if now < self._next:
+            self._held += 1
+            return None
+        held, self._held = self._held, 0
+        self._next = now + self._interval
+        return held
+
+
 def configure(level: str = "INFO", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())

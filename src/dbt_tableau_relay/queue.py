@@ -38,13 +38,16 @@ from dbt_tableau_relay.config import Target
 from dbt_tableau_relay.errors import TableauError
 from dbt_tableau_relay.replay import REPLAYABLE_STATES as REPLAYABLE_STATES
 from dbt_tableau_relay.replay import link_events, replay_job, unreplayed
-from dbt_tableau_relay.store import Attempt, RefreshJob, Store, utcnow
+from dbt_tableau_relay.store import Attempt, RefreshJob, Store, fit, utcnow
 
 log = logging.getLogger(__name__)
 
 RJ = RefreshJob
 FINAL_STATES = ("succeeded", "failed", "dead", "merged")
 IN_FLIGHT = ("sending", "following")  # the relay's own refresh of the item may be running
+# Attempt outcomes that count toward worker.max_attempts.
+FAILED_ATTEMPTS = ("transient", "interrupted")
+CRASHED = "its worker crashed or stopped before recording an outcome (see refresh.crashed)"
 
 
 @dataclass(frozen=True)
@@ -105,10 +108,19 @@ def target_of(kind: str, by: str, ref: str) -> Target:
 
 
 class RefreshQueue:
-    def __init__(self, store: Store, worker_id: str, lease: float = 120.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        worker_id: str,
+        lease: float = 120.0,
+        *,
+        max_attempts: int | None = None,
+    ) -> None:
         self.store = store
         self.worker_id = worker_id
         self.lease = timedelta(seconds=lease)
+        # A job interrupted this often (its worker crashed or died each time) is dead.
+        self.max_attempts = max_attempts
 
     # -- claiming -----------------------------------------------------------------
 
@@ -136,6 +148,8 @@ class RefreshQueue:
                 return []  # the common idle case takes no write lock
         with self.store.session() as session:
             ids = list(session.scalars(pick.with_for_update(skip_locked=True)))
+            buried = self._bury_crashed(session, ids, now)
+            ids = [i for i in ids if i not in buried]
             if not ids:
                 return []
             crashed = select(RJ.id).where(RJ.id.in_(ids), RJ.state == "sending")
@@ -152,6 +166,55 @@ class RefreshQueue:
             )
             rows = session.scalars(select(RJ).where(RJ.id.in_(ids)).order_by(RJ.id))
             return [ClaimedJob.of(row, now, resumed=row.id in resumed) for row in rows]
+
+    def _bury_crashed(self, session: Session, ids: list[int], now: datetime) -> set[int]:
+        """Note each interrupted job among `ids`; dead-letter those that used up their attempts.
+
+        A `sending` job, or a `following` one still leased, is claimed again only
+        because its worker crashed (`refresh.crashed`) or died before recording an
+        outcome. Each such claim adds an attempt `interrupted`; with the transient
+        failures, they count toward `max_attempts`, so a job that crashes every
+        time ends `dead` instead of being sent again at every lease, forever.
+        """
+        taken_back = select(RJ.id, RJ.attempts).where(
+            RJ.id.in_(ids),
+            or_(RJ.state == "sending", and_(RJ.state == "following", RJ.lease_until.is_not(None))),
+        )
+        interrupted = session.execute(taken_back).all()
+        if not interrupted:
+            return set()
+        failures = self._failures(session, [job_id for job_id, _ in interrupted])
+        buried: set[int] = set()
+        for job_id, attempts in interrupted:
+            note = {"refresh_job_id": job_id, "number": attempts, "started_at": now}
+            session.add(Attempt(**note, finished_at=now, outcome="interrupted", message=CRASHED))
+            if self.max_attempts is not None and failures.get(job_id, 0) + 1 >= self.max_attempts:
+                self._bury(session, job_id, note, failures.get(job_id, 0) + 1)
+                buried.add(job_id)
+        return buried
+
+    def _bury(self, session: Session, job_id: int, note: dict[str, Any], failures: int) -> None:
+        message = f"{failures} failed or interrupted attempts (worker.max_attempts): {CRASHED}"
+        session.execute(
+            update(RJ)
+            .where(RJ.id == job_id)
+            .values(state="dead", error=message, error_code=None, finished_at=note["started_at"])
+            .values(lease_until=None, updated_at=note["started_at"])
+        )
+        session.add(
+            Attempt(**note, finished_at=note["started_at"], outcome="exhausted", message=message)
+        )
+        log.error("refresh.dead", extra={"job_id": job_id, "error": message})
+
+    @staticmethod
+    def _failures(session: Session, job_ids: list[int]) -> dict[int, int]:
+        """Transient failures and interruptions so far, per job."""
+        query = (
+            select(Attempt.refresh_job_id, func.count())
+            .where(Attempt.refresh_job_id.in_(job_ids), Attempt.outcome.in_(FAILED_ATTEMPTS))
+            .group_by(Attempt.refresh_job_id)
+        )
+        return dict(session.execute(query).all())
 
     def renew(self, job: ClaimedJob) -> bool:
         """Extend the lease; False if another worker has taken the job over."""
@@ -286,8 +349,9 @@ class RefreshQueue:
                 self._attempt(session, job, outcome, error_code=code, message=message, at=now)
 
     def transient_failures(self, job: ClaimedJob) -> int:
+        """Attempts that count toward `max_attempts`: transient failures and interruptions."""
         query = select(func.count()).where(
-            Attempt.refresh_job_id == job.id, Attempt.outcome == "transient"
+            Attempt.refresh_job_id == job.id, Attempt.outcome.in_(FAILED_ATTEMPTS)
         )
         with self.store.session(readonly=True) as session:
             return session.scalar(query) or 0
@@ -337,7 +401,7 @@ class RefreshQueue:
                 RJ.claimed_by == self.worker_id,
                 RJ.state.notin_(FINAL_STATES),
             )
-            .values(**values)
+            .values(**fit(RJ, values))  # Tableau's strings, cut to fit
         )
         if result.rowcount == 0:  # type: ignore[attr-defined]
             log.warning("refresh.lease_lost", extra={"job_id": job.id, "worker": self.worker_id})
@@ -359,6 +423,7 @@ class RefreshQueue:
     def _attempt(
         session: Session, job: ClaimedJob, outcome: str, *, at: datetime, **fields: Any
     ) -> None:
+        fields = fit(Attempt, fields)  # Tableau's strings, cut to fit
         session.add(
             Attempt(
                 refresh_job_id=job.id,

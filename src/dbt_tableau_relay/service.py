@@ -78,27 +78,37 @@ def serve(settings: Settings) -> None:
     if not any(s.get_secret_value() for s in settings.dbt.webhook_secrets):
         raise ConfigError("dbt.webhook_secrets: give at least one, or every delivery is refused")
     host, port = listen_address(settings)
-    uvicorn.run(
-        relay_app(settings),
-        host=host,
-        port=port,
-        log_config=None,  # keep the relay's own logging
-        access_log=False,
-        timeout_keep_alive=5,
-        timeout_graceful_shutdown=30,
-    )
+    # Reached and migrated before uvicorn starts: a database problem is then one line
+    # (a DatabaseError), not uvicorn's "Application startup failed" and a traceback.
+    store = Store(settings.database_url)
+    try:
+        store.migrate()
+        uvicorn.run(
+            relay_app(settings, store=store),
+            host=host,
+            port=port,
+            log_config=None,  # keep the relay's own logging
+            access_log=False,
+            limit_concurrency=settings.limit_concurrency,  # beyond: 503, not a slow death
+            timeout_keep_alive=5,
+            timeout_graceful_shutdown=30,
+        )
+    finally:
+        store.dispose()
 
 
 def work(settings: Settings) -> None:
     """`dbt-tableau-relay worker`: a worker alone, until SIGTERM or Ctrl-C."""
     store = Store(settings.database_url)
-    store.migrate()
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    with running_worker(settings, store):
-        stop.wait()
-    store.dispose()
+    try:
+        store.migrate()  # a DatabaseError, one line, if the database cannot be used
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        with running_worker(settings, store):
+            stop.wait()
+    finally:
+        store.dispose()
 
 
 @dataclass(frozen=True)
@@ -110,13 +120,17 @@ class RunningServer:
 
 
 @contextmanager
-def serve_in_thread(app: Any, *, startup_timeout: float = 15.0) -> Iterator[RunningServer]:
+def serve_in_thread(
+    app: Any, *, startup_timeout: float = 15.0, limit_concurrency: int | None = None
+) -> Iterator[RunningServer]:
     """Serve an ASGI app on a free 127.0.0.1 port in a thread (demo, tests, benchmarks)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="on", limit_concurrency=limit_concurrency
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

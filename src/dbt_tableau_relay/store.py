@@ -59,7 +59,9 @@ from sqlalchemy.orm import (
 )
 from sqlalchemy.pool import StaticPool
 
-from dbt_tableau_relay.errors import ConfigError
+from dbt_tableau_relay.config import hide_password
+from dbt_tableau_relay.errors import ConfigError, DatabaseError
+from dbt_tableau_relay.store_errors import translated
 
 EVENT_OUTCOMES: Final = ("queued", "ignored", "invalid")
 JOB_STATES: Final = ("queued", "sending", "following", "succeeded", "failed", "dead", "merged")
@@ -109,6 +111,31 @@ def sqlite_time(value: datetime) -> str:
 def storable(value: str) -> str:
     """Text both backends accept: no NUL (PostgreSQL refuses it), no lone surrogates."""
     return value.encode("utf-8", errors="replace").decode("utf-8").replace("\x00", "\ufffd")
+
+
+MAX_TEXT: Final = 65_536  # characters kept of a TEXT value from a third party (Tableau's notes)
+_INT32: Final = range(-(2**31), 2**31)
+
+
+def fit(model: type[Base], values: dict[str, Any]) -> dict[str, Any]:
+    """`values` for `model`'s columns, so that what a third party sent never fails a write.
+
+    Each string is made `storable` and cut to its column's length (TEXT: `MAX_TEXT`),
+    ending in an ellipsis when cut; an integer an INTEGER column cannot hold is None.
+    Otherwise PostgreSQL refuses the row, and a job whose Tableau job id does not fit
+    crashes at every lease, forever.
+    """
+    columns = model.__table__.columns
+    fitted = dict(values)
+    for key, value in values.items():
+        kind = columns[key].type if key in columns else None
+        if isinstance(value, str) and isinstance(kind, String):
+            limit = kind.length or MAX_TEXT
+            value = storable(value)
+            fitted[key] = value if len(value) <= limit else value[: limit - 1] + "\u2026"
+        elif isinstance(value, int) and type(kind) is Integer and value not in _INT32:
+            fitted[key] = None
+    return fitted
 
 
 class Base(DeclarativeBase):
@@ -249,7 +276,13 @@ def create_store_engine(database_url: str) -> Engine:
             f"database_url: use sqlite:/// or postgresql+psycopg://, not {url.drivername}"
         )
     if url.get_backend_name() == "postgresql":
-        return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        try:
+            return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        except (ImportError, ArgumentError):
+            raise ConfigError(
+                f"database_url: the driver of {url.drivername} is not installed"
+                " (postgresql+psycopg:// needs psycopg)"
+            ) from None
     if url.database in (None, "", ":memory:"):
         # One shared connection, or every thread would see its own empty database.
         engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
@@ -306,7 +339,9 @@ class Store:
         return self.engine.dialect.name
 
     def migrate(self) -> None:
-        migrate(self.engine)
+        """Bring the schema up to date; a DatabaseError (one line, no password) if it cannot."""
+        with translated(self.url):
+            migrate(self.engine)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -325,8 +360,8 @@ class Store:
             yield conn
 
     def ping(self) -> None:
-        """Raise if the database does not answer."""
-        with self.session(readonly=True) as session:
+        """Raise (a DatabaseError) if the database does not answer."""
+        with translated(self.url), self.session(readonly=True) as session:
             session.execute(text("SELECT 1"))
 
     def list_events(self, limit: int = 50, offset: int = 0) -> list[Event]:
@@ -386,6 +421,26 @@ class Store:
         with self.session(readonly=True) as session:
             found = dict(session.execute(query).all())
         return {outcome: found.get(outcome, 0) for outcome in EVENT_OUTCOMES} | found
+
+
+def check_database(database_url: str) -> str:
+    """For `check`: how the database answered, creating nothing; DatabaseError if it did not."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        path = Path(url.database)
+        if not path.exists():
+            if not path.parent.is_dir():
+                raise DatabaseError(
+                    f"database {hide_password(database_url)}: the directory {path.parent}"
+                    " does not exist; check database_url"
+                )
+            return f"{path} does not exist yet: serve and worker create it"
+    store = Store(database_url)
+    try:
+        store.ping()
+    finally:
+        store.dispose()
+    return f"{store.dialect} answers"
 
 
 # --- bulk writes of the recorder's group commit ---------------------------------

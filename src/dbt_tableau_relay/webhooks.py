@@ -3,8 +3,10 @@
 dbt Cloud waits 10 seconds and retries on anything but a 2xx, so the
 endpoint answers as soon as the event is durably stored: 202 queued, 200
 duplicate or ignored, 400 signed-but-not-an-event (stored as 'invalid'),
-401 unsigned, 408 body too slow, 413 too large, 422 signed but outside the
-replay window (not stored), 503 when the store failed (dbt retries).
+401 unsigned (before the body is read when `Authorization` is missing or is
+not 64 hex characters), 408 body too slow, 413 too large, 422 signed but
+outside the replay window (not stored), 503 when the store failed (dbt
+retries). The warnings a stranger can cause are throttled (`logs.Throttle`).
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -29,6 +32,7 @@ from starlette.types import Receive, Scope, Send
 from dbt_tableau_relay.config import Rule, Settings
 from dbt_tableau_relay.errors import MalformedEventError
 from dbt_tableau_relay.events import DbtEvent, parse_event
+from dbt_tableau_relay.logs import Throttle
 from dbt_tableau_relay.recorder import Recorded, Recorder, Submission
 from dbt_tableau_relay.rules import match, match_lineage
 from dbt_tableau_relay.store import utcnow
@@ -43,6 +47,10 @@ RECORD_TIMEOUT: Final = 8.0  # seconds: answer 503 before dbt's 10 s delivery wi
 BODY_TIMEOUT: Final = 10.0
 # How far ahead of the relay's clock an event's timestamp may be, when a replay window is set.
 MAX_CLOCK_SKEW: Final = 60.0
+# What dbt Cloud sends: the bare hex digest, in either case (no `sha256=` prefix, as GitHub's).
+SIGNATURE_SHAPE: Final = re.compile(r"[0-9a-fA-F]{64}")
+# Seconds between two log lines of one event a stranger can cause (401, 408, 413, hang-ups).
+LOG_INTERVAL: Final = 10.0
 OUTCOMES: Final = (
     "accepted",
     "duplicate",
@@ -74,6 +82,7 @@ class WebhookContext:
     max_body: int = MAX_BODY_BYTES
     body_timeout: float = BODY_TIMEOUT
     max_event_age: float | None = None  # None: no replay window
+    throttles: dict[str, Throttle] = field(default_factory=dict)  # per log event, see `_warn`
 
     @classmethod
     def from_settings(cls, settings: Settings, recorder: Recorder) -> WebhookContext:
@@ -150,6 +159,15 @@ def verify_signature(body: bytes, authorization: str | None, secrets: Sequence[b
     return valid
 
 
+def well_formed(authorization: str) -> bool:
+    """Could be a signature at all: 64 hex characters, surrounding whitespace aside.
+
+    Cheap (one match of at most 64 characters), so that anything else is refused
+    before its body is read.
+    """
+    return SIGNATURE_SHAPE.fullmatch(authorization.strip()) is not None
+
+
 def sign(body: bytes, secret: str | bytes) -> str:
     """The `Authorization` value dbt Cloud sends with `body` (for tests and send-test)."""
     key = secret.encode() if isinstance(secret, str) else secret
@@ -219,17 +237,20 @@ async def _receive(request: Request, ctx: WebhookContext) -> JSONResponse:
     received_at = utcnow()
     authorization = request.headers.get("authorization")
     if authorization is None:
-        return _unauthorized(request, "missing Authorization header")
+        return _unauthorized(request, ctx, "missing Authorization header", unread=True)
+    if not well_formed(authorization):
+        reason = "Authorization is not a hex HMAC-SHA256 signature (64 hex characters)"
+        return _unauthorized(request, ctx, reason, unread=True)
     try:
         body = await read_body(request, ctx.max_body, ctx.body_timeout)
     except BodyTooLarge:
-        return _too_large(request, ctx.max_body)
+        return _too_large(request, ctx)
     except BodyTimeout:
-        return _too_slow(request, ctx.body_timeout)
+        return _too_slow(request, ctx)
     except ClientDisconnect:
-        return _disconnected(request)
+        return _disconnected(request, ctx)
     if not verify_signature(body, authorization, ctx.secrets):
-        return _unauthorized(request, "signature does not match")
+        return _unauthorized(request, ctx, "signature does not match")
     try:
         event = parse_event(body)
     except MalformedEventError as exc:
@@ -306,15 +327,35 @@ async def _invalid(ctx: WebhookContext, submission: Submission) -> JSONResponse:
     return JSONResponse({"error": submission.error}, status_code=400)
 
 
-def _unauthorized(request: Request, reason: str) -> JSONResponse:
+def _warn(
+    ctx: WebhookContext, event: str, fields: dict[str, Any], level: int = logging.WARNING
+) -> None:
+    """Log `event` unless its throttle holds it back; the line says how many it held."""
+    throttle = ctx.throttles.get(event)
+    if throttle is None:
+        throttle = ctx.throttles[event] = Throttle(LOG_INTERVAL)
+    held = throttle.admit(time.monotonic())
+    if held is None:
+        return
+    if held:
+        fields["suppressed"] = held
+    log.log(level, event, extra=fields)
+
+
+def _unauthorized(
+    request: Request, ctx: WebhookContext, reason: str, *, unread: bool = False
+) -> JSONResponse:
     # The header's value is never logged or echoed: it is a signature made with the secret.
-    log.warning("webhook.unauthorized", extra={"reason": reason, "client": _client(request)})
+    _warn(ctx, "webhook.unauthorized", {"reason": reason, "client": _client(request)})
     WEBHOOKS.labels("unauthorized").inc()
-    return JSONResponse({"error": f"unauthorized: {reason}"}, status_code=401)
+    # A body that was never read: close, rather than wait for it on a keep-alive connection.
+    headers = {"Connection": "close"} if unread else None
+    return JSONResponse({"error": f"unauthorized: {reason}"}, status_code=401, headers=headers)
 
 
-def _too_large(request: Request, limit: int) -> JSONResponse:
-    log.warning("webhook.too_large", extra={"limit": limit, "client": _client(request)})
+def _too_large(request: Request, ctx: WebhookContext) -> JSONResponse:
+    limit = ctx.max_body
+    _warn(ctx, "webhook.too_large", {"limit": limit, "client": _client(request)})
     WEBHOOKS.labels("too_large").inc()
     # Close the connection: the rest of the body was never read.
     headers = {"Connection": "close"}
@@ -323,8 +364,9 @@ def _too_large(request: Request, limit: int) -> JSONResponse:
     )
 
 
-def _too_slow(request: Request, timeout: float) -> JSONResponse:
-    log.warning("webhook.body_timeout", extra={"timeout": timeout, "client": _client(request)})
+def _too_slow(request: Request, ctx: WebhookContext) -> JSONResponse:
+    timeout = ctx.body_timeout
+    _warn(ctx, "webhook.body_timeout", {"timeout": timeout, "client": _client(request)})
     WEBHOOKS.labels("timeout").inc()
     return JSONResponse(
         {"error": f"body not received within {timeout:g} s"},
@@ -333,9 +375,9 @@ def _too_slow(request: Request, timeout: float) -> JSONResponse:
     )
 
 
-def _disconnected(request: Request) -> JSONResponse:
+def _disconnected(request: Request, ctx: WebhookContext) -> JSONResponse:
     # Nobody reads this answer; it only ends the request without an error trace.
-    log.info("webhook.disconnected", extra={"client": _client(request)})
+    _warn(ctx, "webhook.disconnected", {"client": _client(request)}, level=logging.INFO)
     return JSONResponse({"error": "client disconnected before the body was complete"}, 400)
 
 

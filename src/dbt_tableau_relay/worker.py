@@ -59,7 +59,9 @@ class Worker:
         self.settings = settings or WorkerSettings()
         self.client = client
         worker_id = worker_id or default_worker_id()
-        self.queue = RefreshQueue(store, worker_id, self.settings.lease_seconds)
+        self.queue = RefreshQueue(
+            store, worker_id, self.settings.lease_seconds, max_attempts=self.settings.max_attempts
+        )
         self.policy = RetryPolicy(
             max_attempts=self.settings.max_attempts,
             base_delay=self.settings.retry_base_seconds,
@@ -138,7 +140,8 @@ class Worker:
             else:
                 self.process(job)
         except Exception as exc:
-            # A bug or a database hiccup: the lease brings the job back later.
+            # A bug or a database hiccup: the lease brings the job back later, and each
+            # claim counts as an attempt, so a job that always crashes ends dead.
             kind = "lineage" if isinstance(job, ClaimedLineage) else "refresh"
             log.exception(f"{kind}.crashed", extra={"job_id": job.id, "error": type(exc).__name__})
         finally:

@@ -6,7 +6,9 @@ SQLite file; events are posted as dbt Cloud posts them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from datetime import datetime
@@ -16,8 +18,10 @@ from typing import Any
 import httpx
 import pytest
 from admin_harness import LEGACY_LEDGER, TOKEN, admin_relay, client, emulator
-from harness import EXEC, PAT_SECRET, SECRET, Relay
+from fastapi import FastAPI
+from harness import EXEC, PAT_SECRET, SECRET, Relay, relay_settings
 
+from dbt_tableau_relay.app import create_app
 from dbt_tableau_relay.emulators.tableau import Emulator
 from dbt_tableau_relay.samples import sample_event
 
@@ -293,6 +297,16 @@ GUARDED = [
     ("GET", "/api/summary"),
     ("GET", "/api/jobs"),
     ("POST", "/api/jobs/1/replay"),
+    ("GET", "/openapi.json"),
+]
+# What a reverse proxy adds to what it passes on (nginx: X-Real-IP, X-Forwarded-*; RFC 7239).
+PROXIED = [
+    {"X-Forwarded-For": "203.0.113.9"},
+    {"X-Forwarded-Host": "relay.example.com"},
+    {"X-Forwarded-Proto": "https"},
+    {"X-Real-IP": "203.0.113.9"},
+    {"Forwarded": "for=203.0.113.9;proto=https"},
+    {"Via": "1.1 proxy.example"},
 ]
 
 
@@ -359,6 +373,89 @@ def test_without_a_token_a_request_for_another_host_is_refused(relay: Relay) -> 
         assert api.get("/healthz", headers=rebound).status_code == 200
     assert answer.status_code == 403
     assert "admin_token" in answer.json()["detail"]
+
+
+def test_without_a_token_a_request_through_a_proxy_is_refused_and_says_why(relay: Relay) -> None:
+    """nginx's default proxy_pass connects from 127.0.0.1 and sends Host: 127.0.0.1:PORT:
+    only the headers it adds tell the internet's requests from this machine's."""
+    old_id = failed_ledger_job(relay)
+    local_host = {"Host": relay.url.removeprefix("http://")}
+    with client(relay) as api:
+        for method, path in [*GUARDED, ("POST", f"/api/jobs/{old_id}/replay")]:
+            for headers in PROXIED:
+                answer = api.request(method, path, headers=local_host | headers)
+                assert answer.status_code == 403, (method, path, headers)
+                detail = answer.json()["detail"]
+                assert "set admin_token" in detail
+                assert next(iter(headers)).lower() in detail
+        assert api.get("/api/summary", headers=local_host).status_code == 200  # not proxied
+        assert api.get("/healthz", headers=PROXIED[0]).status_code == 200
+    assert relay.store.get_job(old_id).replayed_as is None  # type: ignore[union-attr]
+
+
+def test_without_a_token_nginxs_bare_proxy_pass_is_refused(relay: Relay) -> None:
+    """`proxy_pass http://127.0.0.1:PORT;` alone adds no header: only HTTP/1.0 gives it away."""
+    host = relay.url.removeprefix("http://")
+    request = f"GET /api/summary HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", int(host.rpartition(":")[2])), 10) as sock:
+        sock.sendall(request.encode())
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split()[1] == b"403"
+    assert b"HTTP/1.0" in body
+    assert b"set admin_token" in body
+
+
+def test_with_a_token_a_request_through_a_proxy_is_served(start: Start) -> None:
+    relay = start(token=TOKEN)
+    with client(relay, TOKEN) as api:
+        for headers in PROXIED:
+            assert api.get("/api/summary", headers=headers).status_code == 200, headers
+
+
+@pytest.mark.parametrize("peer", ["203.0.113.9", "10.0.0.7", "::ffff:192.0.2.1"])
+def test_without_a_token_a_peer_that_is_not_loopback_is_refused(
+    tableau: Emulator, tmp_path: Path, peer: str
+) -> None:
+    """Whatever `listen` says: a port published from a container, a socket handed over."""
+    settings = relay_settings(tableau.url, f"sqlite:///{tmp_path / 'relay.db'}")
+    answers = asyncio.run(_requests_from(create_app(settings), peer, GUARDED))
+    for path, answer in answers.items():
+        assert answer.status_code == 403, path
+        assert peer in answer.json()["detail"]
+        assert "set admin_token" in answer.json()["detail"]
+    local = asyncio.run(_requests_from(create_app(settings), "127.0.0.1", [("GET", "/api/jobs")]))
+    assert local[("GET", "/api/jobs")].status_code == 200
+
+
+async def _requests_from(
+    app: FastAPI, peer: str, calls: list[tuple[str, str]]
+) -> dict[tuple[str, str], httpx.Response]:
+    """Each call to the running app (lifespan included) on a connection from `peer`."""
+    transport = httpx.ASGITransport(app, client=(peer, 40000))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8080") as api,
+    ):
+        return {(m, p): await api.request(m, p) for m, p in calls}
+
+
+def test_there_is_no_swagger_ui_nor_redoc(relay: Relay) -> None:
+    """They loaded scripts from a CDN, unpinned and unchecked, onto the admin API's origin."""
+    with client(relay) as api:
+        for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+            assert api.get(path).status_code == 404, path
+
+
+def test_the_openapi_schema_is_behind_the_admin_token(start: Start) -> None:
+    relay = start(token=TOKEN)
+    with client(relay) as api:
+        refused = api.get("/openapi.json")
+    with client(relay, TOKEN) as api:
+        served = api.get("/openapi.json")
+    assert refused.status_code == 401
+    assert served.status_code == 200
+    assert "/api/summary" in served.json()["paths"]
 
 
 @pytest.mark.parametrize(("token", "listen"), [(TOKEN, "0.0.0.0:8080"), (None, "0.0.0.0:8080")])

@@ -40,6 +40,8 @@ TEN_MIB = 10 * 1024 * 1024
 CHUNK = b"x" * 65536
 WINDOW = 3600.0  # seconds: the replay window of the `relay` fixture
 BODY_TIMEOUT = 0.5  # seconds: the body timeout of the `impatient_relay` fixture
+# Well-formed but wrong: a malformed signature would be refused before the body is read.
+WRONG_SIGNATURE = "Authorization: " + "0" * 64
 
 
 @dataclass(frozen=True)
@@ -215,7 +217,7 @@ def traced_peak() -> Iterator[list[int]]:
 
 def _ten_mib_with_content_length(relay: Relay) -> tuple[RawAnswer, int]:
     with relay.connect() as sock:
-        sock.sendall(head("Authorization: 00", f"Content-Length: {TEN_MIB}"))
+        sock.sendall(head(WRONG_SIGNATURE, f"Content-Length: {TEN_MIB}"))
         sent = send_until_answered(sock, [CHUNK] * (TEN_MIB // len(CHUNK)))
         return read_answer(sock), sent
 
@@ -223,7 +225,7 @@ def _ten_mib_with_content_length(relay: Relay) -> tuple[RawAnswer, int]:
 def _ten_mib_chunked(relay: Relay) -> tuple[RawAnswer, int]:
     piece = chunked(CHUNK)
     with relay.connect() as sock:
-        sock.sendall(head("Authorization: 00", "Transfer-Encoding: chunked"))
+        sock.sendall(head(WRONG_SIGNATURE, "Transfer-Encoding: chunked"))
         sent = send_until_answered(sock, [piece] * (TEN_MIB // len(CHUNK)))
         return read_answer(sock), sent
 
@@ -288,7 +290,7 @@ def test_a_content_length_longer_than_the_body_is_408_not_a_hang(
 def test_a_body_timeout_is_counted_with_its_own_outcome(impatient_relay: Relay) -> None:
     before = impatient_relay.outcomes()
     with impatient_relay.connect() as sock:
-        sock.sendall(head("Authorization: 00", "Content-Length: 10") + b"{")
+        sock.sendall(head(WRONG_SIGNATURE, "Content-Length: 10") + b"{")
         read_answer(sock)
     after = impatient_relay.outcomes()
     assert after["timeout"] - before["timeout"] == 1
@@ -325,7 +327,7 @@ def test_a_client_that_leaves_mid_body_causes_no_error(
 ) -> None:
     caplog.set_level(logging.INFO)
     with relay.connect() as sock:
-        sock.sendall(head("Authorization: 00", "Content-Length: 1000") + b'{"eventId"')
+        sock.sendall(head(WRONG_SIGNATURE, "Content-Length: 1000") + b'{"eventId"')
     deadline = time.monotonic() + 10
     while "webhook.disconnected" not in caplog.messages and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -220,12 +220,62 @@ def test_oversized_content_length_is_413_before_the_body_is_read(relay: Relay) -
     """Only the headers are sent: the relay answers without waiting for 2 MiB."""
     with socket.create_connection((relay.server.host, relay.server.port), timeout=5) as sock:
         sock.sendall(
-            b"POST /webhooks/dbt HTTP/1.1\r\nHost: relay\r\nAuthorization: 00\r\n"
+            b"POST /webhooks/dbt HTTP/1.1\r\nHost: relay\r\nAuthorization: " + b"0" * 64 + b"\r\n"
             b"Content-Type: application/json\r\nContent-Length: 2097152\r\n\r\n"
         )
         answer = sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 413")
     assert relay.count(Event) == 0
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["00", "sha256=" + "a" * 64, "a" * 63, "a" * 65, "g" * 64, "Bearer " + "a" * 64, "x" * 9000],
+)
+def test_a_malformed_signature_is_401_before_the_body_is_sent(
+    relay: Relay, authorization: str
+) -> None:
+    """Only the headers go out: the 401 comes at once, not after the body timeout (a 408),
+    and the relay closes the connection rather than wait for a body it will not read."""
+    with socket.create_connection((relay.server.host, relay.server.port), timeout=60) as sock:
+        sock.sendall(
+            b"POST /webhooks/dbt HTTP/1.1\r\nHost: relay\r\n"
+            + f"Authorization: {authorization}\r\n".encode()
+            + b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+        )
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))  # to the relay's close
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401"), answer
+    assert b"connection: close" in head.lower()
+    assert json.loads(body) == {
+        "error": "unauthorized: Authorization is not a hex HMAC-SHA256 signature"
+        " (64 hex characters)"
+    }
+    assert relay.count(Event) == 0
+
+
+def test_a_flood_of_bad_signatures_logs_a_bounded_number_of_lines(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every refusal is counted on /metrics; the log gets one line per LOG_INTERVAL, which
+    says how many refusals it stands for, so a flood cannot fill the disk."""
+    caplog.set_level(logging.INFO)
+    store = Store(f"sqlite:///{tmp_path / 'relay.db'}")
+    app = create_app(make_settings(store.url), store=store)  # throttles of its own
+    flood = ["0" * 64, "00"] * 150  # well-formed and wrong; malformed
+    with serve(app) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        started = time.monotonic()
+        answers = [
+            client.post("/webhooks/dbt", content=sample(), headers={"Authorization": a})
+            for a in flood
+        ]
+        elapsed = time.monotonic() - started
+    store.dispose()
+    assert {a.status_code for a in answers} == {401}
+    lines = [r for r in caplog.records if r.getMessage() == "webhook.unauthorized"]
+    assert 1 <= len(lines) <= 1 + elapsed // webhooks_module.LOG_INTERVAL + 1
+    told = sum(1 + getattr(r, "suppressed", 0) for r in lines)
+    assert told <= len(flood)
 
 
 def test_oversized_chunked_body_is_413(relay: Relay) -> None:

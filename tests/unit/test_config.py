@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from dbt_tableau_relay.config import load_settings, parse_settings
+from dbt_tableau_relay.config import hide_password, load_settings, parse_settings
 from dbt_tableau_relay.errors import ConfigError
 
 BASE = """
@@ -329,3 +329,42 @@ def test_a_bad_dbt_cloud_block_is_named(lines: str, where: str) -> None:
     with pytest.raises(ConfigError, match=where) as info:
         parse_settings(cloud(lines), CLOUD_ENV)
     assert "dbtc_service-token-value" not in str(info.value)
+
+
+# -- database_url: the password is never shown ------------------------------------
+
+PG_PASSWORD = "pg-Pa55-w0rd-9c1e"
+PG_URL = f"postgresql+psycopg://relay:{PG_PASSWORD}@db.example.com:5432/relay"
+
+
+def test_settings_never_show_the_database_password() -> None:
+    settings = parse_settings(BASE + f"database_url: {PG_URL}\n", ENV)
+    for shown in (repr(settings), str(settings), repr(settings.database_url)):
+        assert PG_PASSWORD not in shown
+        assert "postgresql+psycopg://relay:***@db.example.com:5432/relay" in shown
+    assert settings.database_url == PG_URL  # the store connects with the URL itself
+    assert f"{settings.database_url}" == PG_URL
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (PG_URL, "postgresql+psycopg://relay:***@db.example.com:5432/relay"),
+        (
+            f"postgresql+psycopg://relay@db/relay?password={PG_PASSWORD}&sslmode=require",
+            "postgresql+psycopg://relay@db/relay?password=***&sslmode=require",
+        ),
+        ("postgresql+psycopg://relay@db/relay", "postgresql+psycopg://relay@db/relay"),
+        ("sqlite:////var/lib/relay/relay.db", "sqlite:////var/lib/relay/relay.db"),
+        (f"{PG_PASSWORD} is not a URL", "(not a database URL)"),
+    ],
+)
+def test_database_urls_are_shown_without_their_password(url: str, shown: str) -> None:
+    assert hide_password(url) == shown
+
+
+def test_concurrent_connections_are_bounded_by_default() -> None:
+    assert parse_settings(BASE, ENV).limit_concurrency == 256
+    assert parse_settings(BASE + "limit_concurrency: 32\n", ENV).limit_concurrency == 32
+    with pytest.raises(ConfigError, match="limit_concurrency"):
+        parse_settings(BASE + "limit_concurrency: 0\n", ENV)

@@ -7,7 +7,7 @@ import hmac
 
 import pytest
 
-from dbt_tableau_relay.webhooks import sign, verify_signature
+from dbt_tableau_relay.webhooks import sign, verify_signature, well_formed
 
 BODY = b'{\n  "eventId": "wev_1"\n}'
 SECRET = b"old-secret"
@@ -78,3 +78,28 @@ def test_every_secret_is_checked_even_after_a_match(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(hmac, "compare_digest", counting)
     assert verify_signature(BODY, hexmac(SECRET), [SECRET, NEW_SECRET, b"third"])
     assert len(calls) == 3
+
+
+@pytest.mark.parametrize(
+    ("header", "shaped"),
+    [
+        ("0123456789abcdef" * 4, True),
+        ("0123456789ABCDEF" * 4, True),  # either case, as verify_signature takes it
+        ("0123456789aBcDeF" * 4, True),
+        (" \t" + "a" * 64 + " ", True),  # surrounding whitespace, likewise
+        ("a" * 63, False),
+        ("a" * 65, False),
+        ("sha256=" + "a" * 64, False),  # GitHub's style: dbt Cloud never sends it
+        ("g" * 64, False),
+        ("a" * 32 + " " + "a" * 31, False),
+        ("\uff10" * 64, False),  # fullwidth digits are not hex here
+        ("", False),
+        ("a" * 100_000, False),
+    ],
+)
+def test_only_64_hex_characters_can_be_a_signature(header: str, shaped: bool) -> None:
+    assert well_formed(header) is shaped
+
+
+def test_every_signature_sign_makes_is_well_formed() -> None:
+    assert well_formed(sign(BODY, SECRET))

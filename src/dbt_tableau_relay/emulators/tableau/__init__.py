@@ -11,8 +11,9 @@ file), `catalog` (database tables and each item's connections), `demo_site`,
 `jobs` (refresh job lifecycle), `auth` (sign-in and sessions), `api` (the REST
 endpoints), `query` (filter and pagination), `elements` and `render` (answers
 as XML or JSON), `metadata` and `metadata_schema` (the Metadata API, GraphQL),
-`faults`, `control` (/_emulator/ endpoints), `handler` (HTTP), `server`
-(`Emulator`, `run_emulator`). See docs/emulator.md.
+`faults`, `control` (/_emulator/ endpoints), `guard` (who may call them; the
+body cap), `handler` (HTTP), `server` (`Emulator`, `run_emulator`). See
+docs/emulator.md.
 """
 
 from dbt_tableau_relay.emulators.tableau.auth import ConnectedApp

@@ -1,6 +1,7 @@
 """The /_emulator/ control endpoints, for tests that run the emulator as a subprocess.
 
-JSON in, JSON out; never subject to faults, never recorded:
+JSON in, JSON out; never subject to faults, never recorded; served only to
+this machine's clients, or to holders of the control token (`guard`):
 
     GET    /_emulator/requests              the request log
     GET    /_emulator/jobs                  every job, as of now

@@ -3,7 +3,8 @@
 Each /api/ call gets its latency and fault first; then `api.dispatch` (or, for
 /api/metadata/graphql, `metadata.answer`) answers it; then it is recorded
 (method, path, query, status, whether a token came, never the token).
-/_emulator/ calls go to `control` and bypass all of that.
+/_emulator/ calls go to `control` and bypass all of that, once `guard` let
+them in. Every body is capped (`guard.MAX_BODY_BYTES`, 413).
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ from urllib.parse import parse_qs, urlsplit
 from dbt_tableau_relay.emulators.tableau import api, metadata
 from dbt_tableau_relay.emulators.tableau.control import control
 from dbt_tableau_relay.emulators.tableau.faults import Fault, Faults
+from dbt_tableau_relay.emulators.tableau.guard import (
+    MAX_BODY_BYTES,
+    BodyTooLarge,
+    control_refusal,
+    declared_length,
+)
 from dbt_tableau_relay.emulators.tableau.protocol import ApiError, Request
 from dbt_tableau_relay.emulators.tableau.render import HTML_TYPE, error_body, html_429, render
 from dbt_tableau_relay.emulators.tableau.state import SiteState, record
@@ -31,6 +38,7 @@ logger = logging.getLogger("dbt_tableau_relay.emulators.tableau")
 
 # status, body, headers (Content-Type included)
 Answer = tuple[int, bytes, dict[str, str]]
+_LINE = 8192  # bytes at most of a chunk-size or trailer line
 
 
 class EmulatorHTTPServer(ThreadingHTTPServer):
@@ -38,10 +46,17 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], state: SiteState, faults: Faults) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        state: SiteState,
+        faults: Faults,
+        control_token: str | None = None,
+    ) -> None:
         super().__init__(address, _Handler)
         self.state = state
         self.faults = faults
+        self.control_token = control_token  # None: control calls by loopback Host instead
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
 
@@ -101,12 +116,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         url = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
-        body = self._read_body()
+        try:
+            body = self._read_body()
+        except (BodyTooLarge, ValueError) as exc:
+            self._refuse_body(url.path, exc)
+            return
         if url.path.startswith("/_emulator/"):
-            status, payload = control(
-                self.server.state, self.server.faults, self.command, url.path, body
-            )
-            self._send(status, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+            self._control(url.path, body)
         elif url.path.lower().startswith("/api/"):
             headers = {k.lower(): v for k, v in self.headers.items()}
             self._api(Request(self.command, url.path, query, headers, body))
@@ -116,6 +132,32 @@ class _Handler(BaseHTTPRequestHandler):
                 b"<html><body><h1>404 Not Found</h1></body></html>",
                 {"Content-Type": HTML_TYPE},
             )
+
+    def _control(self, path: str, body: bytes) -> None:
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        port = self.server.server_address[1]
+        refusal = control_refusal(headers, port, self.server.control_token)
+        if refusal is not None:
+            status, payload = 403, {"error": refusal}
+        else:
+            status, payload = control(
+                self.server.state, self.server.faults, self.command, path, body
+            )
+        self._send(status, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+
+    def _refuse_body(self, path: str, problem: Exception) -> None:
+        """413 for a body over the cap, 400 for one whose framing is junk; then hang up."""
+        self.close_connection = True  # the rest of the body was never read
+        if isinstance(problem, BodyTooLarge):
+            status, summary, detail = 413, "Payload Too Large", f"over {MAX_BODY_BYTES} bytes"
+        else:
+            status, summary, detail = 400, "Bad Request", str(problem)
+        if path.lower().startswith("/api/"):
+            wants_json = "application/json" in self.headers.get("Accept", "").lower()
+            body, ctype = error_body(f"{status}000", summary, detail, wants_json)
+        else:
+            body, ctype = json.dumps({"error": f"{summary}: {detail}"}).encode(), "application/json"
+        self._send(status, body, {"Content-Type": ctype, "Connection": "close"})
 
     def _api(self, req: Request) -> None:
         faults, state = self.server.faults, self.server.state
@@ -135,17 +177,23 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(*answer)
 
     def _read_body(self) -> bytes:
+        """The body, at most MAX_BODY_BYTES (BodyTooLarge); ValueError for junk framing."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             return self._read_chunks()
-        length = int(self.headers.get("Content-Length") or 0)
+        length = declared_length(self.headers.get("Content-Length"))
         return self.rfile.read(length) if length > 0 else b""
 
     def _read_chunks(self) -> bytes:
-        parts = []
-        while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+        parts, total = [], 0
+        while size := int(self.rfile.readline(_LINE).split(b";")[0].strip() or b"0", 16):
+            if size < 0:
+                raise ValueError("a chunk size is negative")
+            total += size
+            if total > MAX_BODY_BYTES:
+                raise BodyTooLarge
             parts.append(self.rfile.read(size))
-            self.rfile.readline()
-        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+            self.rfile.readline(_LINE)
+        while self.rfile.readline(_LINE) not in (b"\r\n", b"\n", b""):
             pass  # trailers
         return b"".join(parts)
 

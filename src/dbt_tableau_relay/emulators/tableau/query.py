@@ -13,8 +13,8 @@ query string is decoded). Sort: `name:asc` / `name:desc`.
 
 from __future__ import annotations
 
+import itertools
 import operator
-import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -102,8 +102,22 @@ def paginate(items: Sequence[T], query: dict[str, str]) -> tuple[Sequence[T], El
 
 
 def _split_clauses(text: str) -> list[str]:
-    # Commas separate clauses, except inside the brackets of an `in` list.
-    return [part.strip() for part in re.split(r",(?![^\[]*\])", text)]
+    """Commas separate clauses, except inside the brackets of an `in` list: a comma
+    whose next bracket to the right is a `]`.
+
+    One pass, right to left. The lookahead regex this replaces (`,(?![^[]*])`)
+    scanned to the end of the text from every comma: seconds for a filter of
+    commas alone.
+    """
+    cuts, next_bracket = [], ""
+    for at in range(len(text) - 1, -1, -1):
+        char = text[at]
+        if char in "[]":
+            next_bracket = char
+        elif char == "," and next_bracket != "]":
+            cuts.append(at)
+    bounds = [-1, *reversed(cuts), len(text)]
+    return [text[a + 1 : b].strip() for a, b in itertools.pairwise(bounds)]
 
 
 def _parse_clause(raw: str) -> Clause:
@@ -152,10 +166,33 @@ def _when(text: str) -> datetime:
 
 
 def _match(pattern: str, actual: str) -> bool:
-    if "*" not in pattern:
-        return pattern == actual
-    regex = ".*".join(re.escape(part) for part in pattern.split("*"))
-    return re.fullmatch(regex, actual, re.DOTALL) is not None
+    return glob_match(pattern, actual)
+
+
+def glob_match(pattern: str, text: str) -> bool:
+    """Whether `text` is `pattern`, where each `*` stands for any run of characters.
+
+    No regex and no backtracking: the part before the first `*` must start the
+    text, the part after the last must end it, and each part between is found
+    at its leftmost place after the previous one (the leftmost place always
+    leaves the most room for the rest). Each part is searched for once, left
+    to right, so `name:eq:**************************!` costs what `name:eq:!`
+    does. A regex built from it (`.*.*...!`) backtracked for minutes under the
+    emulator's lock.
+    """
+    first, *middle = pattern.split("*")
+    if not middle:
+        return pattern == text
+    last = middle.pop()
+    start, end = len(first), len(text) - len(last)
+    if end < start or not text.startswith(first) or not text.endswith(last):
+        return False
+    for part in middle:
+        found = text.find(part, start, end)
+        if found < 0:
+            return False
+        start = found + len(part)
+    return True
 
 
 def _positive_int(raw: str, code: str, what: str) -> int:

@@ -42,7 +42,9 @@ class Emulator:
     a state file. `connected_app` is None (JWT sign-in refused) or a mapping
     with client_id, secret_id and secret_value. `pat_admin`: whether the
     PAT's owner is a site administrator (Query Jobs answers 403 if not).
-    Thread-safe.
+    `control_token`, if given, is the Bearer token every /_emulator/ call must
+    carry (see `guard`); without one they are served to this machine's clients
+    only. Thread-safe.
     """
 
     def __init__(
@@ -57,8 +59,10 @@ class Emulator:
         connected_app: Mapping[str, str] | ConnectedApp | None = None,
         content: ContentSource = None,
         pat_admin: bool = True,
+        control_token: str | None = None,
     ) -> None:
         self.faults = Faults()
+        self._control_token = control_token
         self._state = SiteState(
             site=site,
             pat_name=pat_name,
@@ -301,7 +305,9 @@ class Emulator:
     def _bind(self, port: int, host: str) -> EmulatorHTTPServer:
         if self._server is not None:
             raise RuntimeError("the emulator is already started")
-        server = self._server = EmulatorHTTPServer((host, port), self._state, self.faults)
+        server = self._server = EmulatorHTTPServer(
+            (host, port), self._state, self.faults, self._control_token
+        )
         address, bound_port = server.server_address[:2]
         bound_host = address.decode() if isinstance(address, bytes) else str(address)
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
@@ -332,6 +338,7 @@ def run_emulator(
     users: Mapping[str, str] | None = None,
     connected_app: Mapping[str, str] | None = None,
     ready: Callable[[Emulator], None] | None = None,
+    control_token: str | None = None,
 ) -> None:
     """Serve the emulator on host:port until Ctrl-C; `ready` is called once it listens."""
     emulator = Emulator(
@@ -343,6 +350,7 @@ def run_emulator(
         users=users,
         connected_app=connected_app,
         content=state_file,
+        control_token=control_token,
     )
     # Ctrl-C can come at any moment, even before `ready` returns: every moment
     # after start is inside the try, or the server thread would outlive it.
