@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from harness import wait_until
@@ -57,6 +57,12 @@ class FakeTableau:
         item = Item("workbook", LONG_LUID, "Overview", "Sales")
         return item, TableauJob(id=self.job_id)
 
+    def resolve(self, target: Target) -> Item:
+        return Item("workbook", LONG_LUID, "Overview", "Sales")
+
+    def refresh_candidates(self, item: Item, since: datetime, *, incremental: bool) -> list[Any]:
+        return []  # a PAT that may list jobs; none was started: send again
+
     def job(self, job_id: str) -> TableauJob:
         if self.poll_error is not None:
             raise self.poll_error
@@ -72,7 +78,7 @@ def queue_a_job(store: Store) -> int:
         timestamp=at,
         account_id="1",
         job_id="123",
-        run_id="1",
+        run_id=f"run-{at.timestamp()}",
         run_status_code=10,
     )
     with store.transaction() as conn:
