@@ -178,6 +178,7 @@ class RefreshQueue:
         """
         taken_back = select(RJ.id, RJ.attempts).where(
             RJ.id.in_(ids),
+            RJ.claimed_by.is_not(None),  # `hold` releases a job on purpose
             or_(RJ.state == "sending", and_(RJ.state == "following", RJ.lease_until.is_not(None))),
         )
         interrupted = session.execute(taken_back).all()
@@ -345,7 +346,9 @@ class RefreshQueue:
         code, message = _code_and_message(error)
         lease_until = now + timedelta(seconds=delay)
         with self.store.session() as session:
-            if self._guarded(session, job, lease_until=lease_until, updated_at=now):
+            # Released (no holder): its next claim is a resumption, not a crash.
+            released = {"lease_until": lease_until, "claimed_by": None, "updated_at": now}
+            if self._guarded(session, job, **released):
                 self._attempt(session, job, outcome, error_code=code, message=message, at=now)
 
     def transient_failures(self, job: ClaimedJob) -> int:

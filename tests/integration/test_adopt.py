@@ -136,7 +136,7 @@ def test_a_send_killed_before_its_commit_adopts_the_refresh_it_started(
     done = job(store, job_id)
     assert done.tableau_job_id == started
     assert [r.status for r in emu.refresh_posts()] == [202]  # the killed worker's only
-    assert [a.outcome for a in done.attempt_log] == ["adopted", "succeeded"]
+    assert [a.outcome for a in done.attempt_log] == ["interrupted", "adopted", "succeeded"]
     [lookup] = queries(emu, 200)
     assert "title:eq:Executive Overview" in lookup
     assert "jobType:eq:refresh_extracts" in lookup
@@ -154,7 +154,8 @@ def test_a_send_killed_before_it_reached_tableau_is_sent(store: Store, emu: Emul
 
     assert post.status == 202
     assert len(queries(emu, 200)) == 1
-    assert [a.outcome for a in job(store, job_id).attempt_log] == ["accepted", "succeeded"]
+    outcomes = [a.outcome for a in job(store, job_id).attempt_log]
+    assert outcomes == ["interrupted", "accepted", "succeeded"]
 
 
 def test_a_refresh_of_another_item_with_the_same_name_is_not_adopted(
@@ -206,7 +207,8 @@ def test_a_failed_look_keeps_the_job_resumed_and_the_next_attempt_adopts(
 
     done = job(store, job_id)
     assert done.tableau_job_id == started
-    assert [a.outcome for a in done.attempt_log] == ["transient", "adopted", "succeeded"]
+    outcomes = [a.outcome for a in done.attempt_log]
+    assert outcomes == ["interrupted", "transient", "adopted", "succeeded"]  # held: no crash
     assert len(emu.refresh_posts()) == 1
 
 

@@ -126,7 +126,10 @@ def test_a_crashed_send_holds_the_waiting_job_and_is_claimed_again_as_resumed(
     assert [j.id for j in store.list_jobs(state="queued")] == [waiting]
     detail = store.get_job(crashed.id)
     assert detail is not None
-    assert [a.outcome for a in detail.attempt_log] == ["adopted"]
+    assert [a.outcome for a in detail.attempt_log] == [
+        "interrupted",
+        "adopted",
+    ]  # the crash, then the adoption
 
 
 def test_a_held_resumed_job_stays_sending_and_is_resumed_again(store: Store) -> None:
@@ -140,7 +143,7 @@ def test_a_held_resumed_job_stays_sending_and_is_resumed_again(store: Store) -> 
 
     again = claim_one(RefreshQueue(store, "worker-third"))
     assert (again.id, again.state, again.resumed) == (resumed.id, "sending", True)
-    assert live.transient_failures(again) == 1
+    assert live.transient_failures(again) == 2  # the first crash and the 503, not the hold
 
 
 def test_unrecorded_keeps_only_tableau_jobs_no_refresh_job_recorded(
