@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 from dbt_tableau_relay import logs
+from dbt_tableau_relay.cli_reads import events, jobs
 from dbt_tableau_relay.config import Settings, Target, load_settings
 from dbt_tableau_relay.errors import ConfigError, RelayError, TableauError
 from dbt_tableau_relay.tableau import TableauClient
@@ -68,6 +69,10 @@ def reported_errors() -> Iterator[None]:
         fail(str(exc), code=2)
     except RelayError as exc:
         fail(str(exc))
+
+
+main.add_command(jobs)  # `jobs` and `events` live in cli_reads.py
+main.add_command(events)
 
 
 # -- refresh ------------------------------------------------------------------

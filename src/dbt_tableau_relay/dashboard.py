@@ -19,7 +19,6 @@ same access rule as the JSON API (`admin.py`).
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,10 +32,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from dbt_tableau_relay import __version__, reads
 from dbt_tableau_relay.admin import AdminAccess, Id, Limit, Offset, replay_job, store_of
 from dbt_tableau_relay.errors import LineageError, ReplayError, UnknownJobError
-from dbt_tableau_relay.lineage.explain import from_json
 from dbt_tableau_relay.lineage.model import Decision
 from dbt_tableau_relay.queue import FINAL_STATES, REPLAYABLE_STATES
-from dbt_tableau_relay.reads import JobFilter, Page
+from dbt_tableau_relay.reads import JobFilter, Page, decision_of, decisions_of, item_path
 from dbt_tableau_relay.runs import LineageJob
 from dbt_tableau_relay.store import JOB_STATES, Event, RefreshJob, Store, utcnow
 
@@ -162,7 +160,7 @@ def job_snapshot(store: Store, pk: int) -> JobSnapshot | None:
     if not job.explanation:
         return JobSnapshot(job, runs)
     try:
-        [decision] = decisions_of(f"[{job.explanation}]")
+        decision = decision_of(job.explanation)
     except LineageError as exc:
         return JobSnapshot(job, runs, explanation_error=str(exc))
     return JobSnapshot(job, runs, decision)
@@ -180,15 +178,6 @@ def run_snapshot(store: Store, run_id: str) -> RunSnapshot | None:
         reads.jobs_of_events(store, [e.id for e in story.events]),
         reads.runs_of_jobs(store, [j.id for j in story.jobs]),
     )
-
-
-def decisions_of(explanation: str) -> list[Decision]:
-    """Stored decisions read back; anything malformed is a LineageError."""
-    try:
-        data = json.loads(explanation)
-    except ValueError as exc:
-        raise LineageError(f"not JSON: {exc}") from None
-    return from_json(data)
 
 
 def lineage_view(job: LineageJob, refreshes: Sequence[RefreshJob]) -> LineageView:
@@ -387,14 +376,3 @@ def plural(n: int, noun: str, suffix: str = "s") -> str:
 
 def kind_name(kind: str) -> str:
     return "data source" if kind == "datasource" else kind
-
-
-def item_path(job: RefreshJob) -> str:
-    """The item's `Project/Name`: its target, or for a lineage-made job (by LUID) its decision's."""
-    if job.explanation and job.target_by == "luid":
-        try:
-            [decision] = decisions_of(f"[{job.explanation}]")
-        except LineageError:
-            return job.target_ref
-        return decision.item.path
-    return job.target_ref

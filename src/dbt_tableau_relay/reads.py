@@ -18,6 +18,9 @@ from typing import Final, Generic, TypeVar
 from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import selectinload
 
+from dbt_tableau_relay.errors import LineageError
+from dbt_tableau_relay.lineage.explain import from_json
+from dbt_tableau_relay.lineage.model import Decision
 from dbt_tableau_relay.runs import LineageJob, lineage_jobs_of_run
 from dbt_tableau_relay.store import Event, RefreshJob, RefreshJobEvent, Store
 
@@ -206,3 +209,31 @@ def run_story(store: Store, run_id: str) -> RunStory | None:
     if not events_of_run and not lineage:
         return None
     return RunStory(run_id, events_of_run, lineage, jobs_of_run)
+
+
+def decisions_of(explanation: str) -> list[Decision]:
+    """A lineage job's stored decisions read back; anything malformed is a LineageError."""
+    return from_json(_loads(explanation))
+
+
+def decision_of(explanation: str) -> Decision:
+    """The one decision stored with a lineage-made refresh job; malformed is a LineageError."""
+    [decision] = from_json([_loads(explanation)])
+    return decision
+
+
+def _loads(explanation: str) -> object:
+    try:
+        return json.loads(explanation)
+    except ValueError as exc:
+        raise LineageError(f"not JSON: {exc}") from None
+
+
+def item_path(job: RefreshJob) -> str:
+    """The item's `Project/Name`: its target, or for a lineage-made job (by LUID) its decision's."""
+    if job.explanation and job.target_by == "luid":
+        try:
+            return decision_of(job.explanation).item.path
+        except LineageError:
+            return job.target_ref
+    return job.target_ref

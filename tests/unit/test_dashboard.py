@@ -15,7 +15,6 @@ from dbt_tableau_relay.dashboard import (
     RunSnapshot,
     Snapshot,
     ago,
-    item_path,
     lineage_view,
     qs,
     render_events,
@@ -27,7 +26,7 @@ from dbt_tableau_relay.dashboard import (
 )
 from dbt_tableau_relay.lineage.explain import to_json
 from dbt_tableau_relay.lineage.model import Decision, NodeVerdict, TableauItem
-from dbt_tableau_relay.reads import JobFilter, Page
+from dbt_tableau_relay.reads import JobFilter, Page, item_path
 from dbt_tableau_relay.runs import LineageJob
 from dbt_tableau_relay.store import Attempt, Event, RefreshJob
 
