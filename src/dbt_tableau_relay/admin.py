@@ -257,7 +257,8 @@ TargetQuery = Annotated[
     str | None, Query(max_length=600, description="one item: its path or LUID, exactly")
 ]
 ItemQuery = Annotated[
-    str | None, Query(max_length=600, description="a part of the item's path or LUID, any case")
+    str | None,
+    Query(max_length=600, description="a part of the item's path or LUID (or its decision's path)"),
 ]
 DbtJobQuery = Annotated[str | None, Query(max_length=64, description="a dbt Cloud job id")]
 # store.JOB_STATES as a type, so that an unknown ?state= is a 422 that lists the valid ones.

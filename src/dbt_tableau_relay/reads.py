@@ -22,7 +22,7 @@ from dbt_tableau_relay.errors import LineageError
 from dbt_tableau_relay.lineage.explain import from_json
 from dbt_tableau_relay.lineage.model import Decision
 from dbt_tableau_relay.runs import LineageJob, lineage_jobs_of_run
-from dbt_tableau_relay.store import Event, RefreshJob, RefreshJobEvent, Store
+from dbt_tableau_relay.store import Event, RefreshJob, RefreshJobEvent, Store, storable
 
 MAX_LIMIT: Final = 500
 DEFAULT_LIMIT: Final = 50
@@ -58,22 +58,23 @@ class JobFilter:
     state: str | None = None
     rule: str | None = None  # a rule's name, exactly
     target: str | None = None  # the item exactly as the job names it: a path, or a LUID
-    item: str | None = None  # a part of the item's path or LUID, in any case
+    item: str | None = None  # a part of that, or of a lineage-made job's path, in any case
 
     @property
     def active(self) -> bool:
         return any((self.state, self.rule, self.target, self.item))
 
     def clauses(self) -> list[ColumnElement[bool]]:
+        """The WHERE clauses; values as the store keeps text (a NUL would fail PostgreSQL)."""
         rj, found = RefreshJob, []
         if self.state:
-            found.append(rj.state == self.state)
+            found.append(rj.state == storable(self.state))
         if self.rule:
-            found.append(rj.rule_name == self.rule)
+            found.append(rj.rule_name == storable(self.rule))
         if self.target:
-            found.append(rj.target_ref == self.target)
+            found.append(rj.target_ref == storable(self.target))
         if self.item:
-            found.append(_item_matches(self.item))
+            found.append(_item_matches(storable(self.item)))
         return found
 
 
@@ -132,9 +133,9 @@ def events(
     """Received events, newest first, optionally of one dbt job or run."""
     query = select(Event).order_by(Event.id.desc())
     if job_id:
-        query = query.where(Event.job_id == job_id)
+        query = query.where(Event.job_id == storable(job_id))
     if run_id:
-        query = query.where(Event.run_id == run_id)
+        query = query.where(Event.run_id == storable(run_id))
     return _page(store, query, limit, offset)
 
 
@@ -204,6 +205,7 @@ class RunStory:
 
 def run_story(store: Store, run_id: str) -> RunStory | None:
     """Everything the relay holds about one dbt run, oldest first; None if it holds nothing."""
+    run_id = storable(run_id)
     events_of_run, jobs_of_run = store.run_story(run_id)
     lineage = lineage_jobs_of_run(store, run_id)
     if not events_of_run and not lineage:

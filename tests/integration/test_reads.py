@@ -182,3 +182,13 @@ def test_the_newest_job_of_each_item(store: Store) -> None:
     add_job(store, "Sales/Executive Overview", "merged")
     ledger = add_job(store, "Finance/Legacy Ledger", "dead")
     assert [j.id for j in reads.latest_per_item(store)] == [ledger, newer]
+
+
+def test_a_nul_in_a_filter_matches_nothing_and_fails_nothing(store: Store) -> None:
+    """PostgreSQL refuses NUL in text; the store keeps none, so a filter with one finds none."""
+    add_job(store, "Sales/Executive Overview")
+    add_event(store, "1")
+    for where in ({"item": "a\x00"}, {"rule": "\x00"}, {"target": "\x00"}, {"state": "\x00"}):
+        assert ids(store, **where) == []
+    assert reads.events(store, job_id="\x00", run_id="\x00").rows == []
+    assert reads.run_story(store, "\x00") is None
