@@ -39,6 +39,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.datastructures import Headers
 
+from dbt_tableau_relay import reads
 from dbt_tableau_relay.config import Settings
 from dbt_tableau_relay.errors import NotReplayableError, UnknownJobError
 from dbt_tableau_relay.queue import RefreshQueue
@@ -312,6 +313,15 @@ MAX_ID: Final = 2**63 - 1  # BIGINT: a larger id is no id, not a database error
 Limit = Annotated[int, Query(ge=1, le=500)]
 Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
 Id = Annotated[int, Path(ge=1, le=MAX_ID)]
+RuleQuery = Annotated[str | None, Query(max_length=255, description="a rule's name, exactly")]
+TargetQuery = Annotated[
+    str | None, Query(max_length=600, description="one item: its path or LUID, exactly")
+]
+ItemQuery = Annotated[
+    str | None,
+    Query(max_length=600, description="a part of the item's path or LUID (or its decision's path)"),
+]
+DbtJobQuery = Annotated[str | None, Query(max_length=64, description="a dbt Cloud job id")]
 # store.JOB_STATES as a type, so that an unknown ?state= is a 422 that lists the valid ones.
 JobState = Literal["queued", "sending", "following", "succeeded", "failed", "dead", "merged"]
 
@@ -342,10 +352,15 @@ def summary(request: Request) -> Summary:
 
 
 @router.get("/events")
-def list_events(request: Request, limit: Limit = 50, offset: Offset = 0) -> list[EventSummary]:
-    """Received events, newest first."""
-    events = store_of(request).list_events(limit=limit, offset=offset)
-    return [EventSummary.model_validate(e) for e in events]
+def list_events(
+    request: Request,
+    job_id: DbtJobQuery = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> list[EventSummary]:
+    """Received events, newest first, optionally of one dbt job."""
+    page = reads.events(store_of(request), job_id=job_id, limit=limit, offset=offset)
+    return [EventSummary.model_validate(e) for e in page.rows]
 
 
 @router.get("/events/{event_pk}", responses=NOT_FOUND)
@@ -363,11 +378,15 @@ def get_event(request: Request, event_pk: Id) -> EventDetail:
 def list_jobs(
     request: Request,
     state: JobState | None = None,
+    rule: RuleQuery = None,
+    target: TargetQuery = None,
+    item: ItemQuery = None,
     limit: Limit = 50,
+    offset: Offset = 0,
 ) -> list[JobSummary]:
-    """Refresh jobs, newest first, optionally of one state."""
-    store = store_of(request)
-    return job_summaries(store.list_jobs(state=state, limit=limit))
+    """Refresh jobs, newest first; each filter given must hold."""
+    where = reads.JobFilter(state, rule, target, item)
+    return job_summaries(reads.jobs(store_of(request), where, limit=limit, offset=offset).rows)
 
 
 @router.get("/jobs/{job_id}", responses=NOT_FOUND)

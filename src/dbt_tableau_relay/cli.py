@@ -5,7 +5,6 @@ Exit codes: 0 done; 1 Tableau refused or a refresh failed; 2 bad usage or config
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 from dbt_tableau_relay import logs
+from dbt_tableau_relay.cli_reads import events, explain, jobs
 from dbt_tableau_relay.config import Settings, Target, hide_password, load_settings
 from dbt_tableau_relay.errors import ConfigError, RelayError, TableauError
 from dbt_tableau_relay.tableau import TableauClient
@@ -68,6 +68,11 @@ def reported_errors() -> Iterator[None]:
         fail(str(exc), code=2)
     except RelayError as exc:
         fail(str(exc))
+
+
+main.add_command(jobs)  # `jobs`, `events` and `explain` live in cli_reads.py
+main.add_command(events)
+main.add_command(explain)
 
 
 # -- refresh ------------------------------------------------------------------
@@ -191,41 +196,6 @@ def _check_target(client: TableauClient, rule: str, target: Target) -> bool:
         return False
     click.echo(f"ok      rule {rule}: {target} -> {item.luid} ({item.path})")
     return True
-
-
-# -- explain ------------------------------------------------------------------
-
-
-@main.command()
-@click.option("--run", "run_id", required=True, help="The dbt Cloud run id.")
-@click.option("--json", "as_json", is_flag=True, help="The decisions as JSON.")
-@click.pass_context
-def explain(ctx: click.Context, run_id: str, as_json: bool) -> None:
-    """Refresh or skip, for each Tableau item a lineage rule considers for a dbt run, and why.
-
-    What the worker decided, from the configured database; for a run it has
-    not processed, decided now from the dbt Cloud and Tableau APIs.
-    """
-    from dbt_tableau_relay.lineage.explain import explain_lines, to_json
-    from dbt_tableau_relay.lineage_run import live_decisions, stored_decisions
-    from dbt_tableau_relay.store import Store
-
-    settings = settings_of(ctx)
-    with reported_errors():
-        store = Store(settings.database_url)
-        try:
-            store.migrate()
-            decisions = stored_decisions(store, run_id)
-        finally:
-            store.dispose()
-        if decisions is None:
-            decisions = live_decisions(settings, run_id)
-    if as_json:
-        click.echo(json.dumps({"run_id": run_id, "decisions": to_json(decisions)}, indent=2))
-    else:
-        click.echo(
-            "\n".join(explain_lines(decisions)) or f"no Tableau item considered for run {run_id}"
-        )
 
 
 # -- emulator -----------------------------------------------------------------

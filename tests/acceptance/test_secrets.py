@@ -124,14 +124,20 @@ def exercise(url: str, emu: Emulator) -> list[str]:
     wait_for(lambda: len([r for r in emu.refresh_posts() if r.status == 202]) >= 3, 60)
     time.sleep(1.0)  # let the refreshes be followed to their finish codes
     bearer = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    run_id = requests.get(f"{url}/api/events", headers=bearer, timeout=5).json()[0]["run_id"]
     for path in [
         "/healthz",
         "/readyz",
         "/metrics",
         "/",
+        "/jobs",
+        "/jobs/1",
+        "/events",
+        f"/runs/{run_id}",
         "/api/summary",
         "/api/jobs",
         "/api/events",
+        f"/api/runs/{run_id}",
     ]:
         answer = requests.get(f"{url}{path}", headers=bearer, timeout=5)
         answers.append(answer.text)
@@ -150,6 +156,9 @@ def cli_outputs(config: Path) -> str:
             ["tableau", "list", "workbooks"],
             ["refresh", "--workbook", "Sales/Executive Overview", "--wait"],
             ["refresh", "--datasource", "Sales/Live Inventory"],
+            ["jobs"],
+            ["jobs", "--json"],
+            ["events", "--json"],
         )
     ] + [["--config", str(wrong), "check"]]
     results = [run_cli(*args, env=ENV) for args in runs]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from admin_harness import LEGACY_LEDGER, TOKEN, admin_relay, emulator
+from admin_harness import LEGACY_LEDGER, TOKEN, admin_relay, emulator, seed_lineage_run
 from harness import EXEC, Relay
 
 from dbt_tableau_relay.samples import sample_event
@@ -117,3 +117,46 @@ def test_replay_on_the_failed_job_shows_the_new_job_refreshing(page: Page, relay
     # The page reloads itself until the replay has Tableau's verdict.
     page.locator("#job-3 .badge", has_text="succeeded").wait_for(timeout=20 * SECONDS)
     assert page.locator("#job-2 .badge").inner_text() == "failed"  # its history is kept
+
+
+def test_a_runs_page_shows_what_lineage_decided_and_why(
+    page: Page, relay: Relay, tmp_path: Path
+) -> None:
+    seeded = seed_lineage_run(relay.store)
+    page.goto("/")
+    page.locator("#events").get_by_role("link", name=seeded.run_id).click()
+    page.wait_for_url(f"**/runs/{seeded.run_id}")
+    refresh, skip = page.locator("#lineage tr.d-refresh"), page.locator("#lineage tr.d-skip")
+    assert refresh.locator(".badge").inner_text() == "refresh"
+    assert "Finance/Revenue" in refresh.inner_text()
+    assert "orders: success" in refresh.inner_text()
+    assert skip.locator(".badge").inner_text() == "skip"
+    assert "Sales/Pipeline Health" in skip.inner_text()
+    assert skip.locator(".node-error").inner_text() == "revenue_daily: error"
+    assert "refresh 1, skip 1" in page.locator("#lineage").inner_text()
+    screenshot = tmp_path / "run-page.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    print(f"\nscreenshot of the run page: {screenshot}")
+    # The decision's refresh leads to its job, which says why it was made.
+    refresh.get_by_role("link", name=f"#{seeded.refresh_job_id} failed").click()
+    page.wait_for_url(f"**/jobs/{seeded.refresh_job_id}")
+    assert "orders: success" in page.locator("#explanation").inner_text()
+
+
+def test_the_jobs_list_is_filtered_with_its_form(page: Page) -> None:
+    page.goto("/")
+    page.get_by_role("link", name="Every refresh job, with filters").click()
+    page.wait_for_url("**/jobs")
+    assert page.locator("#jobs tbody tr").count() == 2
+    page.get_by_label("State").select_option("failed")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url("**/jobs?state=failed&rule=&item=")
+    assert page.locator("#jobs tbody tr").count() == 1
+    assert LEGACY_LEDGER in page.locator("#job-2").inner_text()
+    page.get_by_label("State").select_option("")
+    page.get_by_label("Item").fill("executive")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url("**/jobs?state=&rule=&item=executive")
+    assert page.locator("#jobs tbody tr").count() == 1
+    assert page.locator("#job-1").is_visible()
+    assert page.get_by_label("Item").input_value() == "executive"  # the form keeps it
