@@ -293,7 +293,7 @@ def _kind(kind: str) -> str:
 
 
 def _job_label(run: DbtRun) -> str:
-    return f"{run.job_name} ({run.job_id})" if run.job_name else str(run.job_id)
+    return f"{run.job_name} (id {run.job_id})" if run.job_name else str(run.job_id)
 
 
 def _cut(text: str, limit: int) -> str:
