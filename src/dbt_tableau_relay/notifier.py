@@ -166,7 +166,7 @@ class Notifier:
         story = None if channel is None else self._story(note)
         if channel is None or story is None:
             why = "the refresh job is gone" if channel else "the channel is no longer configured"
-            self._finish(note, "dropped", f"dropped: {why}", channel=note.channel_kind)
+            self._finish(note, "dropped", f"dropped: {why}")
             return
         delivery = self._post(channel, render(channel.kind, story, note.id), note.id)
         outcome, delay = decide(delivery, note.attempts, self.policy)
@@ -177,9 +177,9 @@ class Notifier:
         if outcome == "retry":
             self._retry(note, delay, delivery.error or "", fields)
         elif outcome == "sent":
-            self._finish(note, "sent", None, channel=channel.kind, **fields)
+            self._finish(note, "sent", None, fields)
         else:
-            self._finish(note, "failed", delivery.error or "", channel=channel.kind, **fields)
+            self._finish(note, "failed", delivery.error or "", fields)
 
     def _channel(self, note: ClaimedNotification) -> NotifyChannel | None:
         """The row's channel, if `notify:` still has that kind at that position."""
@@ -219,7 +219,7 @@ class Notifier:
     ) -> None:
         if self.outbox.retry_later(note, delay, error):
             NOTIFICATIONS.labels("retried").inc()
-            extra = _fields(note, note.channel_kind) | fields
+            extra = _fields(note) | fields
             log.warning("notify.retry", extra=extra | {"retry_in": round(delay, 1), "error": error})
 
     def _finish(
@@ -227,31 +227,29 @@ class Notifier:
         note: ClaimedNotification,
         state: str,
         error: str | None,
-        *,
-        channel: str,
-        **fields: object,
+        fields: dict[str, object] | None = None,
     ) -> None:
-        done = (
-            self.outbox.sent(note)
-            if state == "sent"
-            else self.outbox.give_up(note, error or "", state)
-        )
+        """Record the row as sent, failed or dropped; count and log it."""
+        if state == "sent":
+            done = self.outbox.sent(note)
+        else:
+            done = self.outbox.give_up(note, error or "", state)
         if not done:
             return
         NOTIFICATIONS.labels(state).inc()
-        extra = _fields(note, channel) | fields
+        extra = _fields(note) | (fields or {})
         if state == "sent":
             log.info("notify.sent", extra=extra)
         else:
             log.error(f"notify.{state}", extra=extra | {"error": error})
 
 
-def _fields(note: ClaimedNotification, kind: str) -> dict[str, object]:
+def _fields(note: ClaimedNotification) -> dict[str, object]:
     return {
         "notification": note.id,
         "job_id": note.refresh_job_id,
         "channel": note.channel,
-        "kind": kind,
+        "kind": note.channel_kind,
         "trigger": note.trigger,
         "attempts": note.attempts,
     }

@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, suppress
 from datetime import timedelta
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from harness import EXEC, Relay, relay_settings
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
@@ -61,6 +64,10 @@ def record(store: Store, dbt_job: int = 1) -> None:
     event = parse_event(body)
     with store.transaction() as conn:
         write_batch(conn, [Submission(body, utcnow(), event, match(RULES, event))])
+
+
+DEPLOY = Path(__file__).parents[2] / "deploy"
+SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
 
 
 def sample(name: str, **labels: str) -> float:
@@ -116,6 +123,26 @@ def test_the_webhook_counters_are_still_served(replicas: tuple[Store, list[str]]
     text = httpx.get(f"{urls[0]}/metrics").text
     assert 'relay_webhooks_total{outcome="accepted"}' in text
     assert 'relay_refreshes_total{outcome="merged"}' in text
+
+
+def deployed_queries() -> list[str]:
+    """Every PromQL expression of the example alert rules and the Grafana dashboard."""
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    dashboard = json.loads((DEPLOY / "grafana" / "dbt-tableau-relay.json").read_text())
+    return [r["expr"] for g in rules["groups"] for r in g["rules"]] + [
+        t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])
+    ]
+
+
+def test_the_alerts_and_the_dashboard_ask_only_for_metrics_the_relay_serves(
+    replicas: tuple[Store, list[str]],
+) -> None:
+    _, urls = replicas
+    families = text_string_to_metric_families(httpx.get(f"{urls[0]}/metrics").text)
+    served = {f.name + suffix for f in families for suffix in SUFFIXES.get(f.type, ("",))}
+    asked = {name for q in deployed_queries() for name in re.findall(r"\brelay_[a-z_]+", q)}
+    assert len(asked) >= 8
+    assert asked <= served, asked - served
 
 
 # -- refresh outcomes ------------------------------------------------------------------
