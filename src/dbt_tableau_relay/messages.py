@@ -89,7 +89,9 @@ class JobStory:
             return f"finishCode {self.finish_code}"
         if self.error_code:
             return f"error {self.error_code}"
-        return "no Tableau job" if self.tableau_job_id is None else "accepted"
+        if self.outcome == "succeeded":
+            return "accepted (not followed)"  # a rule with `wait: false`
+        return "no verdict from Tableau"  # e.g. still running past follow_timeout
 
     @property
     def dbt_jobs(self) -> str:

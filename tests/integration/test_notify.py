@@ -7,6 +7,7 @@ each body and answer as scripted (500 then 200, 404, ...).
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 from collections.abc import Iterator
@@ -14,13 +15,17 @@ from collections.abc import Iterator
 import pytest
 from harness import wait_until
 from prometheus_client import REGISTRY
-from receiver import Receiver
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from dbt_tableau_relay.config import NotifyChannel, Rule
 from dbt_tableau_relay.errors import PermanentTableauError, TransientTableauError
 from dbt_tableau_relay.events import parse_event
-from dbt_tableau_relay.notifications import Notification, notifications_of, routes_of
+from dbt_tableau_relay.notifications import (
+    Notification,
+    load_story,
+    notifications_of,
+    routes_of,
+)
 from dbt_tableau_relay.notifier import Notifier
 from dbt_tableau_relay.queue import ClaimedJob, RefreshQueue
 from dbt_tableau_relay.recorder import Submission, write_batch
@@ -28,6 +33,7 @@ from dbt_tableau_relay.retry import RetryPolicy
 from dbt_tableau_relay.rules import match
 from dbt_tableau_relay.samples import sample_event
 from dbt_tableau_relay.store import RefreshJob, Store, utcnow
+from receiver import Receiver
 
 RULES = [
     Rule.model_validate(
@@ -282,3 +288,42 @@ def test_rows_name_the_channel_never_its_url(store: Store) -> None:
     with store.session(readonly=True) as session:
         values = [str(v) for row in session.query(Notification).all() for v in vars(row).values()]
     assert not [v for v in values if "xyz" in v or "hooks.slack" in v]
+
+
+def test_a_lineage_made_job_is_named_by_the_path_its_decision_found(store: Store) -> None:
+    """Lineage queues jobs by LUID; the decision kept on the job knows the item's path."""
+    decision = {
+        "kind": "datasource",
+        "luid": "ds-9",
+        "path": "Finance/Revenue",
+        "action": "refresh",
+    }
+    now = utcnow()
+    with store.session() as session:
+        session.add(
+            RefreshJob(
+                target_kind="datasource",
+                target_by="luid",
+                target_ref="ds-9",
+                target_key="datasource:luid:ds-9",
+                rule_name="downstream",
+                incremental=False,
+                wait=True,
+                state="failed",
+                attempts=1,
+                not_before=now,
+                created_at=now,
+                updated_at=now,
+                last_event_at=now,
+                explanation=json.dumps(decision),
+            )
+        )
+    with store.session(readonly=True) as session:
+        job_id = session.scalars(select(RefreshJob.id)).one()
+    story = load_story(store, job_id, "failed")
+    assert story is not None
+    assert (story.path, story.luid, story.item) == (
+        "Finance/Revenue",
+        "ds-9",
+        "data source Finance/Revenue",
+    )

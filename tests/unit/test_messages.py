@@ -224,3 +224,17 @@ def test_run_url(access: str | None, run: DbtRun, expected: str | None) -> None:
 def test_many_runs_are_counted_beyond_those_named() -> None:
     story = replace(FAILED, runs=(RUN,), more_runs=4)
     assert "70403103 (+4 more)" in slack(story)["text"]
+
+
+@pytest.mark.parametrize(
+    ("story", "verdict"),
+    [
+        (FAILED, "finishCode 1"),
+        (DEAD, "error 503"),
+        (replace(FAILED, finish_code=None, error_code="403004"), "error 403004"),
+        (replace(SUCCEEDED, finish_code=None), "accepted (not followed)"),
+        (replace(FAILED, finish_code=None, error_code=None), "no verdict from Tableau"),
+    ],
+)
+def test_tableaus_verdict_in_a_few_words(story: JobStory, verdict: str) -> None:
+    assert story.verdict == verdict
