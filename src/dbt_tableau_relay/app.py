@@ -24,6 +24,7 @@ from dbt_tableau_relay.admin import AdminAccess
 from dbt_tableau_relay.admin import router as admin_router
 from dbt_tableau_relay.config import Settings
 from dbt_tableau_relay.dashboard import router as dashboard_router
+from dbt_tableau_relay.metrics import store_metrics
 from dbt_tableau_relay.recorder import Recorder
 from dbt_tableau_relay.store import Store
 from dbt_tableau_relay.webhooks import WEBHOOK_PATH, WebhookContext
@@ -166,5 +167,7 @@ async def openapi_schema(request: Request) -> JSONResponse:
     return JSONResponse(app.openapi())
 
 
-async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request) -> Response:
+    """Prometheus text: this process's counters, then the store's gauges read now (metrics.py)."""
+    gauges = await store_metrics(request.app.state.store)
+    return Response(generate_latest() + gauges, media_type=CONTENT_TYPE_LATEST)

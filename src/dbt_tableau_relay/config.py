@@ -302,6 +302,50 @@ class DbtSettings(_Strict):
     )
 
 
+NotifyTrigger = Literal["failed", "dead", "succeeded"]
+NOTIFY_KINDS: tuple[str, ...] = ("slack", "teams", "webhook")
+
+
+def _as_list(value: Any) -> Any:
+    """`on: failed` means `on: [failed]`."""
+    return [value] if isinstance(value, str) else value
+
+
+class NotifyChannel(_Strict):
+    """One place told about finished refreshes (notifier.py): exactly one of the three kinds.
+
+    Every URL is a SecretStr: a Slack or Teams webhook URL is itself the
+    credential (anyone holding it can post), so it is never logged or echoed.
+    """
+
+    slack: SecretStr | None = None  # a Slack incoming webhook
+    teams: SecretStr | None = None  # a Microsoft Teams workflow webhook
+    webhook: SecretStr | None = None  # a plain JSON POST (docs/notifications.md)
+    on: Annotated[tuple[NotifyTrigger, ...], BeforeValidator(_as_list)] = ("failed", "dead")
+
+    @model_validator(mode="after")
+    def _one_url(self) -> NotifyChannel:
+        given = [k for k in NOTIFY_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of slack, teams, webhook")
+        url = urlsplit(self.url.strip())
+        # The URL itself is never part of the message: it is the secret.
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise ValueError(f"{given[0]}: not an http:// or https:// URL")
+        if not self.on:
+            raise ValueError("on: name at least one of failed, dead, succeeded")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in NOTIFY_KINDS if getattr(self, k) is not None)
+
+    @property
+    def url(self) -> str:
+        secret: SecretStr = getattr(self, self.kind)
+        return secret.get_secret_value().strip()
+
+
 class Settings(_Strict):
     database_url: Annotated[str, AfterValidator(DatabaseUrl)] = DatabaseUrl("sqlite:///relay.db")
     listen: str = "127.0.0.1:8080"
@@ -312,13 +356,26 @@ class Settings(_Strict):
     tableau: TableauSettings
     rules: tuple[Rule, ...] = ()
     worker: WorkerSettings = WorkerSettings()
+    notify: tuple[NotifyChannel, ...] = ()
+    # Where people reach the dashboard: notifications link to the job there.
+    public_url: str | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _empty_token_is_none(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("admin_token") == "":
-            data = {**data, "admin_token": None}
+        if isinstance(data, dict):
+            data = {**data, **{k: None for k in ("admin_token", "public_url") if data.get(k) == ""}}
         return data
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        url = urlsplit(value.strip())
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise ValueError("public_url must be an http:// or https:// URL")
+        return value.strip().rstrip("/")
 
     @model_validator(mode="after")
     def _unique_rule_names(self) -> Settings:

@@ -21,24 +21,32 @@ guarded by the lease (`claimed_by`): a worker whose lease ran out and was
 taken over changes nothing. A `sending` job claimed again after its lease
 ran out is `resumed`: the worker first looks for the refresh it may have
 sent unrecorded (worker.py, `adopted`). Replays live in replay.py.
+
+A transition to a final state also queues the job's notifications
+(notifications.py) in its own transaction, and counts it in
+`relay_refreshes_total` once committed. A claimed job carries the dbt run ids
+of its events (`runs`), which every `refresh.*` log line names.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, event, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from dbt_tableau_relay.config import Target
 from dbt_tableau_relay.errors import TableauError
+from dbt_tableau_relay.metrics import REFRESHES
+from dbt_tableau_relay.notifications import Route, enqueue
 from dbt_tableau_relay.replay import REPLAYABLE_STATES as REPLAYABLE_STATES
 from dbt_tableau_relay.replay import link_events, replay_job, unreplayed
-from dbt_tableau_relay.store import Attempt, RefreshJob, Store, fit, utcnow
+from dbt_tableau_relay.store import Attempt, Event, RefreshJob, RefreshJobEvent, Store, fit, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +78,22 @@ class ClaimedJob:
     last_event_at: datetime
     # Claimed again after its worker died mid-send: a refresh may have been sent unrecorded.
     resumed: bool = False
+    runs: tuple[str, ...] = ()  # the dbt run ids of the job's events, oldest first
+
+    @property
+    def log_fields(self) -> dict[str, Any]:
+        """What every log line about the job names: one grep of a run id finds them all."""
+        return {"job_id": self.id, "runs": ",".join(self.runs)}
 
     @classmethod
-    def of(cls, row: RefreshJob, claimed_at: datetime, *, resumed: bool = False) -> ClaimedJob:
+    def of(
+        cls,
+        row: RefreshJob,
+        claimed_at: datetime,
+        *,
+        resumed: bool = False,
+        runs: tuple[str, ...] = (),
+    ) -> ClaimedJob:
         return cls(
             id=row.id,
             state=row.state,
@@ -89,6 +110,7 @@ class ClaimedJob:
             target_key=row.target_key,
             last_event_at=row.last_event_at,
             resumed=resumed,
+            runs=runs,
         )
 
 
@@ -102,6 +124,21 @@ def _item_in_flight() -> Any:
     )
 
 
+def runs_of(session: Session, job_ids: Sequence[int]) -> dict[int, tuple[str, ...]]:
+    """The distinct dbt run ids of each job's events, oldest first."""
+    query = (
+        select(RefreshJobEvent.refresh_job_id, Event.run_id)
+        .join(Event, Event.id == RefreshJobEvent.event_pk)
+        .where(RefreshJobEvent.refresh_job_id.in_(job_ids))
+        .order_by(Event.id)
+    )
+    found: dict[int, dict[str, None]] = {}
+    for job_id, run_id in session.execute(query):
+        if run_id is not None:  # an invalid body has no run; it never has a job either
+            found.setdefault(job_id, {})[run_id] = None
+    return {job_id: tuple(runs) for job_id, runs in found.items()}
+
+
 def target_of(kind: str, by: str, ref: str) -> Target:
     field = f"{kind}_id" if by == "luid" else kind
     return Target.model_validate({field: ref})
@@ -113,6 +150,7 @@ class RefreshQueue:
         store: Store,
         worker_id: str,
         lease: float = 120.0,
+        notify: Sequence[Route] = (),
         *,
         max_attempts: int | None = None,
     ) -> None:
@@ -121,6 +159,7 @@ class RefreshQueue:
         self.lease = timedelta(seconds=lease)
         # A job interrupted this often (its worker crashed or died each time) is dead.
         self.max_attempts = max_attempts
+        self.notify = tuple(notify)  # which channels hear of which final states
 
     # -- claiming -----------------------------------------------------------------
 
@@ -164,8 +203,12 @@ class RefreshQueue:
                 .where(RJ.id.in_(ids))
                 .values(lease_until=now + self.lease, claimed_by=self.worker_id, updated_at=now)
             )
+            runs = runs_of(session, ids)
             rows = session.scalars(select(RJ).where(RJ.id.in_(ids)).order_by(RJ.id))
-            return [ClaimedJob.of(row, now, resumed=row.id in resumed) for row in rows]
+            return [
+                ClaimedJob.of(row, now, resumed=row.id in resumed, runs=runs.get(row.id, ()))
+                for row in rows
+            ]
 
     def _bury_crashed(self, session: Session, ids: list[int], now: datetime) -> set[int]:
         """Note each interrupted job among `ids`; dead-letter those that used up their attempts.
@@ -205,6 +248,7 @@ class RefreshQueue:
         session.add(
             Attempt(**note, finished_at=note["started_at"], outcome="exhausted", message=message)
         )
+        self._ended(session, job_id, "dead", note["started_at"])
         log.error("refresh.dead", extra={"job_id": job_id, "error": message})
 
     @staticmethod
@@ -249,6 +293,8 @@ class RefreshQueue:
         with self.store.session() as session:
             if self._guarded(session, job, **values, lease_until=None, updated_at=now):
                 self._attempt(session, job, outcome, tableau_job_id=tableau_job_id, at=now)
+                if not job.wait:
+                    self._ended(session, job.id, "succeeded", now)
 
     def poll_later(self, job: ClaimedJob, delay: float) -> None:
         """The Tableau job is still running: release it until the next poll."""
@@ -290,6 +336,7 @@ class RefreshQueue:
                     message=notes,
                     at=now,
                 )
+                self._ended(session, job.id, state, now)
 
     def fail(self, job: ClaimedJob, error: TableauError | str, state: str = "failed") -> None:
         """End the job without a Tableau verdict: a permanent error, or retries exhausted."""
@@ -308,6 +355,7 @@ class RefreshQueue:
             ):
                 outcome = "permanent" if state == "failed" else "exhausted"
                 self._attempt(session, job, outcome, error_code=code, message=message, at=now)
+                self._ended(session, job.id, state, now)
 
     def retry_later(self, job: ClaimedJob, delay: float, error: TableauError, outcome: str) -> None:
         """Back to `queued`, due after `delay`; joins the item's queued job if there is one."""
@@ -334,7 +382,8 @@ class RefreshQueue:
                 return
             self._attempt(session, job, outcome, error_code=code, message=message, at=now)
             if other is not None:
-                self._merge_into(session, job.id, other)
+                self._merge_into(session, job, other)
+                self._ended(session, job.id, "merged", now)
 
     def hold(self, job: ClaimedJob, delay: float, error: TableauError, outcome: str) -> None:
         """Stay `sending`, claimable again (as resumed) after `delay`.
@@ -395,6 +444,11 @@ class RefreshQueue:
 
     # -- helpers ----------------------------------------------------------------------
 
+    def _ended(self, session: Session, job_id: int, state: str, now: datetime) -> None:
+        """The job reached a final state: queue its notifications, count it once committed."""
+        enqueue(session, job_id, state, self.notify, now)
+        event.listen(session, "after_commit", lambda _: REFRESHES.labels(state).inc(), once=True)
+
     def _guarded(self, session: Session, job: ClaimedJob, **values: Any) -> bool:
         """Update the job only while this worker still holds it."""
         result = session.execute(
@@ -407,20 +461,20 @@ class RefreshQueue:
             .values(**fit(RJ, values))  # Tableau's strings, cut to fit
         )
         if result.rowcount == 0:  # type: ignore[attr-defined]
-            log.warning("refresh.lease_lost", extra={"job_id": job.id, "worker": self.worker_id})
+            log.warning("refresh.lease_lost", extra=job.log_fields | {"worker": self.worker_id})
             return False
         return True
 
     @staticmethod
-    def _merge_into(session: Session, job_id: int, other: RefreshJob) -> None:
+    def _merge_into(session: Session, job: ClaimedJob, other: RefreshJob) -> None:
         """The other queued job of the item will serve this job's events too."""
-        link_events(session, job_id, other.id)
+        link_events(session, job.id, other.id)
         session.execute(
             update(RJ)
-            .where(RJ.id == job_id)
+            .where(RJ.id == job.id)
             .values(error=f"merged into refresh job {other.id}", error_code=None)
         )
-        log.info("refresh.merged", extra={"job_id": job_id, "into": other.id})
+        log.info("refresh.merged", extra=job.log_fields | {"into": other.id})
 
     @staticmethod
     def _attempt(

@@ -177,11 +177,10 @@ class Recorder:
 
     def _write(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
+        subs = [p.submission for p in batch]
         try:
             with self.store.transaction() as conn:
-                results: Sequence[Recorded | BaseException] = write_batch(
-                    conn, [p.submission for p in batch]
-                )
+                results: Sequence[Recorded | BaseException] = write_batch(conn, subs)
         except Exception as exc:  # noqa: BLE001 - each waiting request gets the failure
             log.warning("recorder.batch_failed", extra={"size": len(batch), "error": repr(exc)})
             results = [exc] * len(batch)
@@ -192,7 +191,11 @@ class Recorder:
         # formatting a line each would cost a sixth of the relay's throughput.
         counts: dict[str, int] = Counter(r.status for r in results if isinstance(r, Recorded))
         if counts:
-            log.info("recorder.batch", extra={"size": len(batch), **counts})
+            # The batch's dbt runs, so that one grep of a run id finds where it was recorded.
+            runs = ",".join(
+                dict.fromkeys(s.event.run_id for s in subs if s.event and s.event.run_id)
+            )
+            log.info("recorder.batch", extra={"size": len(batch), **counts, "runs": runs})
         if any(isinstance(r, Recorded) and (r.job_ids or r.lineage_ids) for r in results):
             for callback in self._listeners:
                 callback()

@@ -19,6 +19,8 @@ from dbt_tableau_relay.config import Settings
 from dbt_tableau_relay.dbt_cloud import DbtCloudClient
 from dbt_tableau_relay.errors import ConfigError
 from dbt_tableau_relay.lineage_run import RunLineage
+from dbt_tableau_relay.notifications import routes_of
+from dbt_tableau_relay.notifier import Notifier
 from dbt_tableau_relay.reconcile import Reconciler
 from dbt_tableau_relay.store import Store
 from dbt_tableau_relay.tableau import TableauClient
@@ -42,14 +44,23 @@ async def refresh_worker(app: FastAPI) -> AsyncIterator[Worker]:
 
 @contextmanager
 def running_worker(settings: Settings, store: Store) -> Iterator[Worker]:
-    """The worker, and with `dbt.cloud` its lineage resolver and the reconciler."""
+    """The worker, and with `dbt.cloud` its lineage resolver and the reconciler.
+
+    With `notify:`, the notifier too, stopped after the worker (whose last
+    transitions may queue messages; those left are sent at the next start).
+    """
     with ExitStack() as stack:
         client = TableauClient(settings.tableau)
         stack.callback(client.close)  # signs out: the PAT's session ends with the process
         cloud = settings.dbt.cloud
         dbt = stack.enter_context(DbtCloudClient(cloud)) if cloud else None
         resolver = RunLineage(dbt, client, settings.tableau.site) if dbt else None
-        worker = Worker(store, client, settings.worker, resolver=resolver)
+        notify = routes_of(settings.notify)
+        worker = Worker(store, client, settings.worker, resolver=resolver, notify=notify)
+        if settings.notify:
+            notifier = Notifier.from_settings(store, settings, holder=worker.queue.worker_id)
+            notifier.start()
+            stack.callback(notifier.stop)
         worker.start()
         stack.callback(worker.stop)
         if dbt is not None and cloud is not None and cloud.reconcile_seconds:

@@ -43,6 +43,7 @@ from dbt_tableau_relay.errors import (
     TableauError,
     TransientTableauError,
 )
+from dbt_tableau_relay.metrics import Endpoint, observe_tableau
 from dbt_tableau_relay.polling import next_poll
 from dbt_tableau_relay.tableau_errors import raise_for_transient, translate
 from dbt_tableau_relay.tableau_jobs import TableauJob, refresh_candidates, refresh_query
@@ -144,6 +145,7 @@ class TableauClient:
             http_options={"timeout": s.request_timeout, "verify": s.verify_ssl},
             session_factory=_session_factory,
         )
+        started = time.perf_counter()
         try:
             info = server.server_info.get()
             if info is None:
@@ -151,7 +153,10 @@ class TableauClient:
             server.version = info.rest_api_version
             server.auth.sign_in(self._credentials())
         except Exception as exc:  # noqa: BLE001 - translated, never swallowed
-            raise _sign_in_error(translate(exc)) from None
+            error = translate(exc)
+            observe_tableau("signin", time.perf_counter() - started, error)
+            raise _sign_in_error(error) from None
+        observe_tableau("signin", time.perf_counter() - started)
         old, self._server = self._server, server
         self._signed_in_at = self._clock()
         self._epoch += 1
@@ -169,23 +174,33 @@ class TableauClient:
             s.token_name, s.token_secret.get_secret_value(), site_id=s.site
         )
 
-    def call(self, action: Callable[[Any], T]) -> T:
-        """Run `action(server)` in the shared session; sign in again once if Tableau ended it."""
+    def call(self, action: Callable[[Any], T], endpoint: Endpoint = "other") -> T:
+        """Run `action(server)` in the shared session; sign in again once if Tableau ended it.
+
+        Each try is timed in `relay_tableau_request_seconds` under `endpoint`.
+        """
         self._respect_pause()
         server, epoch = self._session()
         try:
-            return action(server)
-        except Exception as exc:  # noqa: BLE001 - translated below
-            error = self._noted(translate(exc))
-            if not isinstance(error, SessionInvalidError):
-                raise error from None
+            return self._timed(action, server, endpoint)
+        except SessionInvalidError:
+            pass
         log.info("tableau.session_renewed", extra={"after_epoch": epoch})
         self._renew(epoch)
         server, _ = self._session()
+        return self._timed(action, server, endpoint)
+
+    def _timed(self, action: Callable[[Any], T], server: Any, endpoint: Endpoint) -> T:
+        """`action(server)`, timed, its errors translated (and a Retry-After noted)."""
+        started = time.perf_counter()
         try:
-            return action(server)
-        except Exception as exc:  # noqa: BLE001
-            raise self._noted(translate(exc)) from None
+            result = action(server)
+        except Exception as exc:  # noqa: BLE001 - translated, never swallowed
+            error = self._noted(translate(exc))
+            observe_tableau(endpoint, time.perf_counter() - started, error)
+            raise error from None
+        observe_tableau(endpoint, time.perf_counter() - started)
+        return result
 
     def _noted(self, error: TableauError) -> TableauError:
         """Remember a Retry-After: it asks the whole client, not one call, to pause."""
@@ -204,7 +219,7 @@ class TableauClient:
     # -- content -------------------------------------------------------------------
 
     def projects(self) -> list[Project]:
-        raw = self.call(lambda srv: list(TSC.Pager(srv.projects, _page())))
+        raw = self.call(lambda srv: list(TSC.Pager(srv.projects, _page())), "list")
         return [Project(p.id, p.name, p.parent_id) for p in raw]
 
     def items(self, kind: ItemKind, name: str | None = None) -> list[Item]:
@@ -216,7 +231,7 @@ class TableauClient:
             equals = TSC.RequestOptions.Operator.Equals
             options.filter.add(TSC.Filter("name", equals, name))  # type: ignore[no-untyped-call]
         endpoint = "workbooks" if kind == "workbook" else "datasources"
-        raw = self.call(lambda srv: list(TSC.Pager(getattr(srv, endpoint), options)))
+        raw = self.call(lambda srv: list(TSC.Pager(getattr(srv, endpoint), options)), "list")
         paths = project_paths(self.projects())
         return items_with_paths(kind, ((i.id, i.name, i.project_id) for i in raw), paths)
 
@@ -238,7 +253,7 @@ class TableauClient:
 
     def _get_by_luid(self, kind: ItemKind, luid: str) -> Item:
         endpoint = "workbooks" if kind == "workbook" else "datasources"
-        raw = self.call(lambda srv: getattr(srv, endpoint).get_by_id(luid))
+        raw = self.call(lambda srv: getattr(srv, endpoint).get_by_id(luid), "item")
         paths = project_paths(self.projects())
         return items_with_paths(kind, [(raw.id, raw.name, raw.project_id)], paths)[0]
 
@@ -271,23 +286,24 @@ class TableauClient:
                 raise PermanentTableauError(
                     f"incremental refresh needs REST API 3.25; this server speaks {srv.version}"
                 )
-            return getattr(srv, endpoint).refresh(item.luid, incremental=incremental)
+            job = getattr(srv, endpoint).refresh(item.luid, incremental=incremental)
+            if job is None:  # TSC 0.42 answers 409093 with None and a warning
+                raise AlreadyQueuedError(
+                    f"Tableau 409093: a refresh of {item} is already queued or running",
+                    code="409093",
+                    status=409,
+                )
+            return job
 
-        job = self.call(post)
-        if job is None:  # TSC 0.42 answers 409093 with None and a warning
-            raise AlreadyQueuedError(
-                f"Tableau 409093: a refresh of {item} is already queued or running",
-                code="409093",
-                status=409,
-            )
+        job = self.call(post, "refresh")
         log.info("tableau.refresh_queued", extra={"item": item.luid, "tableau_job": job.id})
         return TableauJob.from_tsc(job)
 
     def job(self, job_id: str) -> TableauJob:
-        return TableauJob.from_tsc(self.call(lambda srv: srv.jobs.get_by_id(job_id)))
+        return TableauJob.from_tsc(self.call(lambda srv: srv.jobs.get_by_id(job_id), "job"))
 
     def cancel(self, job_id: str) -> None:
-        self.call(lambda srv: srv.jobs.cancel(job_id))
+        self.call(lambda srv: srv.jobs.cancel(job_id), "cancel")
 
     def refresh_candidates(self, item: Item, since: datetime, *, incremental: bool) -> list[str]:
         """Ids of the refreshes Tableau lists for `item` created since `since`, oldest first.
@@ -297,7 +313,7 @@ class TableauClient:
         `job(id).item_luid` says so: names are not unique across projects.
         """
         options = refresh_query(item, since, incremental=incremental)
-        listed, _ = self.call(lambda srv: srv.jobs.get(options))
+        listed, _ = self.call(lambda srv: srv.jobs.get(options), "jobs")
         return refresh_candidates(listed, item, since)
 
     def wait(

@@ -197,7 +197,7 @@ class _Pager:
         variables = self.variables
         if self.paged:
             variables = {**variables, "first": self.size, "after": after}
-        answer = self.client.call(lambda srv: srv.metadata.query(self.text, variables))
+        answer = self.client.call(lambda srv: srv.metadata.query(self.text, variables), "metadata")
         self.pages += 1
         return checked(answer)
 

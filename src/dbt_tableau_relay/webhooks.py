@@ -289,8 +289,9 @@ async def _record(ctx: WebhookContext, submission: Submission) -> Recorded | Non
         with Deadline(RECORD_TIMEOUT):
             return await ctx.recorder.record(submission)
     except Exception as exc:  # noqa: BLE001 - a failed or slow store is a 503: dbt retries
-        event_id = submission.event.event_id if submission.event else None
-        log.error("webhook.store_failed", extra={"event_id": event_id, "error": repr(exc)})
+        ev = submission.event
+        fields = {"event_id": ev.event_id, "dbt_job": ev.job_id, "run_id": ev.run_id} if ev else {}
+        log.error("webhook.store_failed", extra=fields | {"error": repr(exc)})
         WEBHOOKS.labels("error").inc()
         return None
 
@@ -299,6 +300,8 @@ def _answer(event: DbtEvent, recorded: Recorded) -> JSONResponse:
     fields = {
         "event_id": event.event_id,
         "event_type": event.event_type,
+        "dbt_job": event.job_id,
+        "run_id": event.run_id,
         "event_pk": recorded.event_pk,
         "refreshes": recorded.refreshes_queued,
     }
@@ -310,7 +313,8 @@ def _answer(event: DbtEvent, recorded: Recorded) -> JSONResponse:
     if recorded.lineage_ids:  # lineage rules: the worker finds their refreshes
         body["lineage_queued"] = len(recorded.lineage_ids)
     if recorded.status == "queued":
-        log.debug("webhook.accepted", extra=fields)  # the recorder logs each batch at INFO
+        # DEBUG: a line per webhook costs throughput; `recorder.batch` names the runs at INFO.
+        log.debug("webhook.accepted", extra=fields)
         WEBHOOKS.labels("accepted").inc()
         return JSONResponse(body, status_code=202)
     log.debug(f"webhook.{recorded.status}", extra=fields)
@@ -382,7 +386,13 @@ def _disconnected(request: Request, ctx: WebhookContext) -> JSONResponse:
 
 
 def _stale(request: Request, event: DbtEvent, problem: str) -> JSONResponse:
-    extra = {"event_id": event.event_id, "reason": problem, "client": _client(request)}
+    extra = {
+        "event_id": event.event_id,
+        "dbt_job": event.job_id,
+        "run_id": event.run_id,
+        "reason": problem,
+        "client": _client(request),
+    }
     log.warning("webhook.stale", extra=extra)
     WEBHOOKS.labels("stale").inc()
     return JSONResponse({"error": problem, "event_id": event.event_id}, status_code=422)

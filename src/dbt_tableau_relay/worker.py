@@ -23,12 +23,14 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from dbt_tableau_relay.config import WorkerSettings
 from dbt_tableau_relay.errors import PermanentTableauError, TableauError, TransientTableauError
 from dbt_tableau_relay.lineage_queue import ClaimedLineage, LineageQueue
 from dbt_tableau_relay.lineage_worker import LineageWorker, RunResolver
+from dbt_tableau_relay.notifications import Route
 from dbt_tableau_relay.polling import next_poll, usual_duration
 from dbt_tableau_relay.queue import ClaimedJob, RefreshQueue
 from dbt_tableau_relay.retry import RetryPolicy
@@ -55,12 +57,17 @@ class Worker:
         *,
         worker_id: str | None = None,
         resolver: RunResolver | None = None,
+        notify: Sequence[Route] = (),
     ) -> None:
         self.settings = settings or WorkerSettings()
         self.client = client
         worker_id = worker_id or default_worker_id()
         self.queue = RefreshQueue(
-            store, worker_id, self.settings.lease_seconds, max_attempts=self.settings.max_attempts
+            store,
+            worker_id,
+            self.settings.lease_seconds,
+            notify,
+            max_attempts=self.settings.max_attempts,
         )
         self.policy = RetryPolicy(
             max_attempts=self.settings.max_attempts,
@@ -142,8 +149,11 @@ class Worker:
         except Exception as exc:
             # A bug or a database hiccup: the lease brings the job back later, and each
             # claim counts as an attempt, so a job that always crashes ends dead.
-            kind = "lineage" if isinstance(job, ClaimedLineage) else "refresh"
-            log.exception(f"{kind}.crashed", extra={"job_id": job.id, "error": type(exc).__name__})
+            if isinstance(job, ClaimedLineage):
+                kind, fields = "lineage", {"job_id": job.id, "run_id": job.run_id}
+            else:
+                kind, fields = "refresh", job.log_fields
+            log.exception(f"{kind}.crashed", extra=fields | {"error": type(exc).__name__})
         finally:
             self._slots.release()
             self._wake.set()
@@ -164,7 +174,7 @@ class Worker:
             return
         log.info(
             "refresh.sent" if outcome == "accepted" else "refresh.adopted",
-            extra={"job_id": job.id, "target": str(job.target), "tableau_job": tableau_job.id},
+            extra=job.log_fields | {"target": str(job.target), "tableau_job": tableau_job.id},
         )
         self.queue.sent(job, tableau_job.id, item.luid, next_poll(0.0), outcome=outcome)
 
@@ -212,7 +222,7 @@ class Worker:
         failures = self.queue.transient_failures(job) + isinstance(error, TransientTableauError)
         busy_for = (utcnow() - job.created_at).total_seconds()
         decision = self.policy.decide(error, failures, busy_for=busy_for)
-        extra = {"job_id": job.id, "target": str(job.target), "error": str(error)}
+        extra = job.log_fields | {"target": str(job.target), "error": str(error)}
         if decision.action == "retry":
             outcome = "already_queued" if error.code == "409093" else "transient"
             log.info(f"refresh.{outcome}", extra=extra | {"retry_in": round(decision.delay, 1)})
@@ -243,23 +253,24 @@ class Worker:
         try:
             tableau_job = self.client.job(job.tableau_job_id)
         except TransientTableauError as error:
-            log.info("refresh.poll_failed", extra={"job_id": job.id, "error": str(error)})
+            log.info("refresh.poll_failed", extra=job.log_fields | {"error": str(error)})
             delay = next_poll(age, self._usual_duration(job))
             self.queue.poll_later(job, max(delay, error.retry_after or 0.0))
             return
         except TableauError as error:
+            log.error("refresh.failed", extra=job.log_fields | {"error": str(error)})
             self.queue.fail(job, error)
             return
         if tableau_job.finished:
             notes = "; ".join(tableau_job.notes) or None
             log.info(
                 f"refresh.{tableau_job.outcome}",
-                extra={"job_id": job.id, "tableau_job": tableau_job.id, "notes": notes},
+                extra=job.log_fields | {"tableau_job": tableau_job.id, "notes": notes},
             )
             self.queue.finished(job, tableau_job.finish_code, notes, tableau_job.succeeded)
         elif age > self.settings.follow_timeout:
-            self.queue.fail(
-                job, f"Tableau job {job.tableau_job_id} still running after {age:.0f} s"
-            )
+            message = f"Tableau job {job.tableau_job_id} still running after {age:.0f} s"
+            log.error("refresh.failed", extra=job.log_fields | {"error": message})
+            self.queue.fail(job, message)
         else:
             self.queue.poll_later(job, next_poll(age, self._usual_duration(job)))

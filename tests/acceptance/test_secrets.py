@@ -2,11 +2,13 @@
 
 The relay runs as `serve` at DEBUG level (the most it ever says), takes
 signed and forged deliveries, meets 5xx, an HTML 429, and a Tableau that ends
-every session; then every output a person or a machine can read is searched
-for the webhook secrets, the PAT secret, the admin token and every Tableau
-session token the emulator handed out: the relay's log, every HTTP answer it
-gives (health, metrics, the admin API and the dashboard), the database, and
-the CLI's own output.
+every session, and notifies a Slack receiver that first answers 500 and a
+webhook nobody listens on; then every output a person or a machine can read is
+searched for the webhook secrets, the PAT secret, the admin token, the
+notification channels' URLs and every Tableau session token the emulator
+handed out: the relay's log, every HTTP answer it gives (health, metrics, the
+admin API and the dashboard), the database, the CLI's own output, and the
+notifications as received.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import requests
 
 from dbt_tableau_relay.emulators.tableau import Emulator
 from dbt_tableau_relay.samples import post_event, sample_event
+from receiver import Receiver
 from support import ServeProcess, free_port, run_cli, wait_for
 
 WEBHOOK_SECRET = "whsec-live-7f3a9c21d4e8"
@@ -27,6 +30,8 @@ OLD_WEBHOOK_SECRET = "whsec-old-0b5e6d7c8a9f"
 PAT_SECRET = "pat-live-Qm9yZXN0LWdyZWVu"
 ADMIN_TOKEN = "admin-live-5c1e0d9b8a7f"
 PAT_NAME = "relay-prod"
+SLACK_SECRET = "T0LIVE/B0LIVE/slack-live-3e9d7c"
+HOOK_SECRET = "hook-live-8a2f61"
 
 pytestmark = pytest.mark.slow
 
@@ -55,6 +60,11 @@ rules:
     on: {{job_id: 404}}
     refresh: [{{datasource: Sales/Live Inventory}}]
 worker: {{poll_interval: 0.1, retry_base_seconds: 0.1, busy_retry_seconds: 0.3}}
+notify:
+  - slack: "{{{{ env_var('SLACK_WEBHOOK_URL') }}}}"
+  - webhook: "{{{{ env_var('HOOK_URL') }}}}"
+    on: [failed, dead, succeeded]
+public_url: https://relay.example.com
 """
     )
     return config
@@ -69,19 +79,25 @@ ENV = {
 
 
 def test_no_secret_reaches_any_output(tmp_path: Path) -> None:
-    with Emulator(
-        site="marketing", pat_name=PAT_NAME, pat_secret=PAT_SECRET, job_duration=0.3
-    ) as emu:
+    with (
+        Emulator(
+            site="marketing", pat_name=PAT_NAME, pat_secret=PAT_SECRET, job_duration=0.3
+        ) as emu,
+        Receiver(answers=[500], path=f"/services/{SLACK_SECRET}") as slack,
+    ):
         port = free_port()
         config = write_config(tmp_path, emu.url, port)
+        nobody = f"http://127.0.0.1:{free_port()}/relay?token={HOOK_SECRET}"
+        env = ENV | {"SLACK_WEBHOOK_URL": slack.url, "HOOK_URL": nobody}
         relay = ServeProcess(
-            config, port, env=ENV, args=["--log-level", "DEBUG", "--log-format", "json"]
+            config, port, env=env, args=["--log-level", "DEBUG", "--log-format", "json"]
         ).start()
         try:
             answers = exercise(relay.url, emu)
+            slack.wait_for(2, 60)  # a 500, then the same message again
         finally:
             relay.stop()
-        cli_output = cli_outputs(config)
+        cli_output = cli_outputs(config, env)
         tokens = emu.issued_tokens()
         site_luid = emu.site_luid
 
@@ -90,15 +106,19 @@ def test_no_secret_reaches_any_output(tmp_path: Path) -> None:
         "HTTP answers": "\n".join(answers),
         "database": dump(tmp_path / "relay.db"),
         "CLI output": cli_output,
+        "notifications": "\n".join(r.body.decode() for r in slack.received),
     }
     assert len(tokens) >= 2  # the sessions ended mid-run, so the relay signed in again
     assert "webhook.unauthorized" in outputs["relay log"]  # the log did speak
+    assert "notify.retry" in outputs["relay log"]
     for where, text in outputs.items():
         for name, secret in [
             ("webhook secret", WEBHOOK_SECRET),
             ("old webhook secret", OLD_WEBHOOK_SECRET),
             ("PAT secret", PAT_SECRET),
             ("admin token", ADMIN_TOKEN),
+            ("Slack webhook URL", SLACK_SECRET),
+            ("notification webhook URL", HOOK_SECRET),
             *((f"session token {n}", t) for n, t in enumerate(tokens)),
         ]:
             assert secret not in text, f"the {name} appears in the {where}"
@@ -145,7 +165,7 @@ def exercise(url: str, emu: Emulator) -> list[str]:
     return answers
 
 
-def cli_outputs(config: Path) -> str:
+def cli_outputs(config: Path, env: dict[str, str]) -> str:
     """What the CLI prints, at DEBUG, for the Tableau commands and for a broken config."""
     wrong = config.parent / "wrong.yml"
     wrong.write_text(config.read_text().replace("token_secret:", "token_secret: x\n  bad:"))
@@ -161,7 +181,7 @@ def cli_outputs(config: Path) -> str:
             ["events", "--json"],
         )
     ] + [["--config", str(wrong), "check"]]
-    results = [run_cli(*args, env=ENV) for args in runs]
+    results = [run_cli(*args, env=env) for args in runs]
     return "\n".join(r.stdout + r.stderr for r in results)
 
 

@@ -40,7 +40,7 @@ def record(store: Store, event_id: str, dbt_job: int = 1, at: datetime | None = 
         timestamp=at,
         account_id="1",
         job_id=str(dbt_job),
-        run_id=event_id,  # a run of its own
+        run_id=event_id,  # a run of its own: a run asks for an item's refresh once (runs.py)
         run_status_code=10,
     )
     with store.transaction() as conn:

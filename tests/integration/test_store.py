@@ -15,8 +15,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import func, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError, StatementError
 
+from dbt_tableau_relay import notifications, runs  # noqa: F401 - their tables join Base.metadata
 from dbt_tableau_relay import recorder as recorder_module
-from dbt_tableau_relay import runs  # noqa: F401 - the run tables join Base.metadata
 from dbt_tableau_relay.config import Rule
 from dbt_tableau_relay.errors import ConfigError, RelayError
 from dbt_tableau_relay.events import DbtEvent

@@ -9,7 +9,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from dbt_tableau_relay import runs  # noqa: F401 - its tables join Base.metadata
+from dbt_tableau_relay import notifications, runs  # noqa: F401 - their tables join Base.metadata
 from dbt_tableau_relay.store import Base
 
 connection = context.config.attributes.get("connection")
