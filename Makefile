@@ -23,12 +23,17 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 
 # The Dockerfile and deploy/ (no image is built: no Docker engine needed). The schemas are
-# in the packages: nothing is downloaded.
+# in the packages: nothing is downloaded. Caddy validates with loopback upstreams (its
+# health checker starts) and keeps its state in .venv, not in $HOME.
+CADDY_SANDBOX := XDG_DATA_HOME=$(VENV)/caddy XDG_CONFIG_HOME=$(VENV)/caddy CADDY_ADMIN=127.0.0.1:0 \
+	RELAY_ADDRESS=http://127.0.0.1:1 RELAY_UPSTREAMS='127.0.0.1:1 127.0.0.1:2'
 lint-deploy: $(STAMP)
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/yamllint --strict deploy
 	$(BIN)/kubernetes-validate --strict --quiet $(filter-out %/kustomization.yaml,$(wildcard deploy/kubernetes/*.yaml))
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
+	$(BIN)/caddy fmt deploy/Caddyfile | diff -u deploy/Caddyfile -
+	$(CADDY_SANDBOX) $(BIN)/caddy validate --adapter caddyfile --config deploy/Caddyfile
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -154,13 +154,3 @@ def unit_directives(text: str) -> list[tuple[str, str, str]]:
         key, _, value = line.partition("=")
         directives.append((section, key.strip(), value.strip()))
     return directives
-
-
-# -- nginx -----------------------------------------------------------------------
-
-
-def nginx_upstream_servers(text: str, name: str = "relay") -> list[str]:
-    """The `server HOST:PORT` entries of one upstream block."""
-    block = re.search(r"upstream\s+" + re.escape(name) + r"\s*\{(.*?)\}", text, re.S)
-    assert block, f"no upstream {name} in nginx.conf"
-    return re.findall(r"^\s*server\s+(\S+)", block.group(1), re.M)

@@ -1,4 +1,4 @@
-"""deploy/compose.yaml, deploy/relay.yml and deploy/nginx.conf agree with each other.
+"""deploy/compose.yaml, deploy/relay.yml and deploy/Caddyfile agree with each other.
 
 check-jsonschema validates compose.yaml against the Compose Specification
 (`make lint-deploy`); these tests check what `docker compose config` cannot:
@@ -22,7 +22,6 @@ from deploy_files import (
     image,
     listen_port,
     load_yaml,
-    nginx_upstream_servers,
     settings_with_files,
     variables_of,
 )
@@ -149,25 +148,17 @@ def test_relay_yml_is_mounted_where_the_image_looks(compose: dict[str, Any]) -> 
 
 def test_the_proxy_sends_to_exactly_the_relays(compose: dict[str, Any], tmp_path: Path) -> None:
     port = listen_port(relay_settings(next(iter(relays(compose).values())), compose, tmp_path))
-    servers = nginx_upstream_servers((DEPLOY / "nginx.conf").read_text())
-    assert sorted(servers) == sorted(f"{name}:{port}" for name in relays(compose))
+    expected = sorted(f"{name}:{port}" for name in relays(compose))
     proxy = compose["services"]["proxy"]
-    assert proxy["image"].startswith("nginx:")
-    assert "./nginx.conf:/etc/nginx/conf.d/default.conf:ro" in proxy["volumes"]
+    assert sorted(proxy["environment"]["RELAY_UPSTREAMS"].split()) == expected
+    assert sorted(caddy_default("RELAY_UPSTREAMS").split()) == expected
+    assert proxy["image"].startswith("caddy:")
+    assert "./Caddyfile:/etc/caddy/Caddyfile:ro" in proxy["volumes"]
+    assert "caddy-data:/data" in proxy["volumes"], "certificates survive a restart"
     assert set(proxy["depends_on"]) == set(relays(compose))
 
 
-@pytest.mark.parametrize(
-    "directive",
-    [
-        "large_client_header_buffers 4 8k;",  # uvicorn caps no header size
-        "client_max_body_size 1m;",  # the relay's own cap, refused earlier
-        "proxy_set_header X-Forwarded-For $remote_addr;",
-        "proxy_set_header X-Forwarded-Proto $scheme;",
-        "proxy_set_header Host $host;",
-        "listen 443 ssl;",
-    ],
-)
-def test_nginx_conf_sets(directive: str) -> None:
-    lines = {line.strip() for line in (DEPLOY / "nginx.conf").read_text().splitlines()}
-    assert directive in lines
+def caddy_default(variable: str) -> str:
+    found = re.search(r"\{\$" + variable + r":([^}]*)\}", (DEPLOY / "Caddyfile").read_text())
+    assert found, variable
+    return found.group(1)
