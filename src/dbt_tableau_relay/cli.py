@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, NoReturn
 
 import click
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from dbt_tableau_relay import logs
 from dbt_tableau_relay.config import Settings, Target, load_settings
@@ -158,7 +160,8 @@ def list_content(ctx: click.Context, what: str) -> None:
 def check(ctx: click.Context) -> None:
     """Validate the config, sign in to Tableau and resolve every rule's target."""
     settings = settings_of(ctx)
-    click.echo(f"ok      config: {len(settings.rules)} rule(s), database {settings.database_url}")
+    database = shown_database_url(settings.database_url)
+    click.echo(f"ok      config: {len(settings.rules)} rule(s), database {database}")
     failures = 0
     with TableauClient(settings.tableau) as client:
         try:
@@ -176,6 +179,14 @@ def check(ctx: click.Context) -> None:
         click.echo("warning dbt.webhook_secrets is empty: `serve` will refuse to start")
     if failures:
         fail(f"{failures} target(s) do not resolve")
+
+
+def shown_database_url(url: str) -> str:
+    """The URL as `check` prints it: a PostgreSQL password masked (deployments put one there)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(not a database URL)"
 
 
 def _check_target(client: TableauClient, rule: str, target: Target) -> bool:
