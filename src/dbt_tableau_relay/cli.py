@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, NoReturn
 
 import click
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from dbt_tableau_relay import logs
 from dbt_tableau_relay.cli_reads import events, explain, jobs
@@ -186,6 +188,14 @@ def check(ctx: click.Context) -> None:
         click.echo("warning dbt.webhook_secrets is empty: `serve` will refuse to start")
     if failures:
         fail(f"{failures} target(s) do not resolve")
+
+
+def shown_database_url(url: str) -> str:
+    """The URL as `check` prints it: a PostgreSQL password masked (deployments put one there)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(not a database URL)"
 
 
 def _check_target(client: TableauClient, rule: str, target: Target) -> bool:
