@@ -63,10 +63,18 @@ class ClaimedLineage:
 
 
 class LineageQueue:
-    def __init__(self, store: Store, worker_id: str, lease: float = 120.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        worker_id: str,
+        lease: float = 120.0,
+        *,
+        max_attempts: int | None = None,
+    ) -> None:
         self.store = store
         self.worker_id = worker_id
         self.lease = timedelta(seconds=lease)
+        self.max_attempts = max_attempts
 
     def claim(self, limit: int) -> list[ClaimedLineage]:
         """Take up to `limit` due lineage jobs (queued, or resolving under a lapsed lease)."""
@@ -77,6 +85,7 @@ class LineageQueue:
                 return []
         with self.store.session() as session:
             ids = list(session.scalars(pick.with_for_update(skip_locked=True)))
+            ids = [i for i in ids if i not in self._bury_crashed(session, ids, now)]
             if not ids:
                 return []
             session.execute(
@@ -91,6 +100,30 @@ class LineageQueue:
                 )
             )
             return [ClaimedLineage.of(r) for r in session.scalars(select(LJ).where(LJ.id.in_(ids)))]
+
+    def _bury_crashed(self, session: Session, ids: list[int], now: datetime) -> set[int]:
+        """Dead-letter the lineage jobs among `ids` taken back after `max_attempts` crashes.
+
+        A `resolving` job is due again only because its worker crashed or died
+        mid-resolution; without a bound, a run whose artifacts crash the
+        resolver would be resolved at every lease, forever.
+        """
+        if self.max_attempts is None:
+            return set()
+        spent = select(LJ.id).where(
+            LJ.id.in_(ids), LJ.state == "resolving", LJ.attempts >= self.max_attempts
+        )
+        buried = set(session.scalars(spent))
+        if buried:
+            error = f"{self.max_attempts} attempts interrupted (worker.max_attempts)"
+            session.execute(
+                update(LJ)
+                .where(LJ.id.in_(buried))
+                .values(state="dead", error=error, finished_at=now, lease_until=None)
+                .values(updated_at=now)
+            )
+            log.error("lineage.dead", extra={"lineage_jobs": sorted(buried), "error": error})
+        return buried
 
     def done(self, job: ClaimedLineage, decisions: Sequence[Decision]) -> list[int]:
         """Queue a refresh job for each `refresh` decision; keep every decision. Their ids."""

@@ -79,7 +79,14 @@ class Worker:
             None
             if resolver is None
             else LineageWorker(
-                LineageQueue(store, worker_id, self.settings.lease_seconds), resolver, self.policy
+                LineageQueue(
+                    store,
+                    worker_id,
+                    self.settings.lease_seconds,
+                    max_attempts=self.settings.max_attempts,
+                ),
+                resolver,
+                self.policy,
             )
         )
         self._pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="refresh")
