@@ -6,7 +6,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -15,14 +15,16 @@ import uvicorn
 from fastapi import FastAPI
 
 from dbt_tableau_relay.app import create_app
+from dbt_tableau_relay.cluster import Leadership, take_over
 from dbt_tableau_relay.config import Settings
 from dbt_tableau_relay.dbt_cloud import DbtCloudClient
 from dbt_tableau_relay.errors import ConfigError
 from dbt_tableau_relay.lineage_run import RunLineage
 from dbt_tableau_relay.reconcile import Reconciler
+from dbt_tableau_relay.retention import Retention
 from dbt_tableau_relay.store import Store
 from dbt_tableau_relay.tableau import TableauClient
-from dbt_tableau_relay.worker import Worker
+from dbt_tableau_relay.worker import Worker, default_worker_id
 
 
 def relay_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
@@ -42,28 +44,61 @@ async def refresh_worker(app: FastAPI) -> AsyncIterator[Worker]:
 
 @contextmanager
 def running_worker(settings: Settings, store: Store) -> Iterator[Worker]:
-    """The worker, and with `dbt.cloud` its lineage resolver and the reconciler."""
+    """The worker, led by the `tableau` lease; with `dbt.cloud`, lineage and the reconciler.
+
+    Shutdown runs the other way: the worker finishes its calls, the client
+    signs out, and only then is the lease released (cluster.py).
+    """
     with ExitStack() as stack:
-        client = TableauClient(settings.tableau)
+        holder = default_worker_id()
+        lead = Leadership(store, holder, settings.worker.leader_lease_seconds)
+        stack.callback(lead.stop)
+        client = TableauClient(settings.tableau, may_sign_in=lead.leading)
         stack.callback(client.close)  # signs out: the PAT's session ends with the process
         cloud = settings.dbt.cloud
         dbt = stack.enter_context(DbtCloudClient(cloud)) if cloud else None
         resolver = RunLineage(dbt, client, settings.tableau.site) if dbt else None
-        worker = Worker(store, client, settings.worker, resolver=resolver)
+        worker = Worker(
+            store,
+            client,
+            settings.worker,
+            worker_id=holder,
+            resolver=resolver,
+            leading=lead.leading,
+        )
+
+        def gained() -> None:  # the jobs of a leader that is gone are this one's now
+            take_over(store, holder)
+            worker.wake()
+
+        lead.on_gained, lead.on_lost = gained, client.forget_session
+        lead.start()
         worker.start()
         stack.callback(worker.stop)
-        if dbt is not None and cloud is not None and cloud.reconcile_seconds:
-            reconciler = Reconciler(
-                store,
-                dbt,
-                settings.rules,
-                every=cloud.reconcile_seconds,
-                holder=worker.queue.worker_id,
-                on_recorded=worker.wake,
-            )
-            reconciler.start()
-            stack.callback(reconciler.stop)
+        for service in _once_per_cluster(settings, store, holder, dbt, worker.wake):
+            service.start()
+            stack.callback(service.stop)
         yield worker
+
+
+def _once_per_cluster(
+    settings: Settings,
+    store: Store,
+    holder: str,
+    dbt: DbtCloudClient | None,
+    wake: Callable[[], None],
+) -> list[Reconciler | Retention]:
+    """What runs on one replica at a time, each under a lease of its own."""
+    services: list[Reconciler | Retention] = []
+    cloud = settings.dbt.cloud
+    if dbt is not None and cloud is not None and cloud.reconcile_seconds:
+        every = cloud.reconcile_seconds
+        services.append(
+            Reconciler(store, dbt, settings.rules, every=every, holder=holder, on_recorded=wake)
+        )
+    if settings.retention.days is not None:
+        services.append(Retention(store, settings.retention.days, holder=holder))
+    return services
 
 
 def listen_address(settings: Settings) -> tuple[str, int]:
