@@ -178,7 +178,7 @@ def _count(result: Any) -> int:
 # -- SQLite: giving the space back ------------------------------------------------
 
 
-_said_vacuum_needed = threading.Event()
+_said_vacuum_needed: set[str] = set()  # the databases it was said of, once each
 
 
 def give_back_space(store: Store, *, pause: float = PAUSE, stop: threading.Event) -> int:
@@ -187,8 +187,8 @@ def give_back_space(store: Store, *, pause: float = PAUSE, stop: threading.Event
         mode = conn.exec_driver_sql("PRAGMA auto_vacuum").scalar()
         free = int(conn.exec_driver_sql("PRAGMA freelist_count").scalar() or 0)
     if mode != SQLITE_INCREMENTAL:
-        if free and not _said_vacuum_needed.is_set():
-            _said_vacuum_needed.set()
+        if free and store.url not in _said_vacuum_needed:
+            _said_vacuum_needed.add(store.url)
             log.warning(
                 "retention.vacuum_needed",
                 extra={"free_pages": free, "hint": "VACUUM while stopped (docs/storage.md)"},
