@@ -200,7 +200,20 @@ def give_back_space(store: Store, *, pause: float = PAUSE, stop: threading.Event
             returned += _vacuum_some(conn, min(free, VACUUM_PAGES))
             free = int(conn.exec_driver_sql("PRAGMA freelist_count").scalar() or 0)
         stop.wait(pause)
+    if returned:
+        _checkpoint(store)
     return returned
+
+
+def _checkpoint(store: Store) -> None:
+    """Copy the WAL into the file now: the file shrinks to its new size at a checkpoint.
+
+    PASSIVE: it waits for no reader or writer, and leaves the rest to SQLite's
+    next automatic checkpoint if one is in the way.
+    """
+    with store.engine.connect() as conn:  # outside a transaction, as a checkpoint must be
+        raw: Any = conn.connection.driver_connection
+        raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def _vacuum_some(conn: Connection, pages: int) -> int:

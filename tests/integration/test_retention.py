@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from dbt_tableau_relay.config import parse_settings
+from dbt_tableau_relay.errors import ConfigError
 from dbt_tableau_relay.retention import Retention, cutoff, prune
 from dbt_tableau_relay.runs import LineageJob, LineageJobEvent, RunRefresh
 from dbt_tableau_relay.service import _once_per_cluster
@@ -217,6 +218,8 @@ def test_days_default_to_30_and_null_keeps_everything(tmp_path: Path) -> None:
     assert parse_settings(base, {}).retention.days == 30
     keep = parse_settings(base + "retention: {days: null}\n", {})
     assert keep.retention.days is None
+    with pytest.raises(ConfigError, match=r"retention\.days"):
+        parse_settings(base + "retention: {days: 0}\n", {})
     store = Store(f"sqlite:///{tmp_path / 'relay.db'}")
     try:
         assert not _once_per_cluster(keep, store, "me", None, lambda: None)
