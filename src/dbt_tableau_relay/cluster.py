@@ -80,11 +80,19 @@ class Leadership:
         """Whether this replica holds the lease now (and may claim work and sign in)."""
         return self._clock() < self._deadline
 
+    def leader(self) -> str | None:
+        """The replica that holds (or last held) the lease, if the database can say."""
+        try:
+            found = read_lease(self.store, LEASE)
+        except Exception:  # noqa: BLE001 - only for the log
+            return None
+        return found[0] if found else None
+
     def start(self) -> None:
         """One attempt now (a lone replica leads from its first moment), then the heartbeat."""
         wait = self.beat()
         if not self.leading():
-            log.info("cluster.following", extra={"holder": self.holder})
+            log.info("cluster.following", extra={"replica": self.holder, "leader": self.leader()})
         self._thread = threading.Thread(
             target=self._loop, args=(wait,), name="relay-leadership", daemon=True
         )
@@ -138,7 +146,7 @@ class Leadership:
             return
         self._reported = now
         LEADER.set(1 if now else 0)
-        log.info("cluster.leading" if now else "cluster.lead_lost", extra={"holder": self.holder})
+        log.info("cluster.leading" if now else "cluster.lead_lost", extra={"replica": self.holder})
         try:
             (self.on_gained if now else self.on_lost)()
         except Exception:  # a bug or the database: the job leases still run out by themselves
@@ -167,5 +175,5 @@ def take_over(store: Store, holder: str) -> int:
         )
         taken = int(refreshes.rowcount + lineage.rowcount)  # type: ignore[attr-defined]
     if taken:
-        log.warning("cluster.took_over", extra={"jobs": taken, "holder": holder})
+        log.warning("cluster.took_over", extra={"jobs": taken, "replica": holder})
     return taken
