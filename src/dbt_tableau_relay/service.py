@@ -53,7 +53,7 @@ def running_worker(settings: Settings, store: Store) -> Iterator[Worker]:
         holder = default_worker_id()
         lead = Leadership(store, holder, settings.worker.leader_lease_seconds)
         stack.callback(lead.stop)
-        client = TableauClient(settings.tableau, may_sign_in=lead.leading)
+        client = TableauClient(settings.tableau, may_call=lead.leading)
         stack.callback(client.close)  # signs out: the PAT's session ends with the process
         cloud = settings.dbt.cloud
         dbt = stack.enter_context(DbtCloudClient(cloud)) if cloud else None

@@ -4,8 +4,8 @@ What it adds to TSC, each for a trap of the real API:
 - one shared session per PAT: Tableau ends a PAT's earlier session whenever it
   signs in again (401002), so threads share one sign-in taken under a lock,
   renewed once when Tableau ends it or before it expires, signed out at close;
-  across replicas, only one that `may_sign_in` (holds the `tableau` lease,
-  cluster.py) ever signs in;
+  across replicas, only the one that `may_call` (holds the `tableau` lease,
+  cluster.py) sends anything, sign-ins included;
 - the API version from serverInfo, never from the user, and a clear error when
   serverInfo fails (TSC would silently stay at 2.4, where refresh is missing);
 - targets by project path, resolved to exactly one item and cached, with one
@@ -77,10 +77,10 @@ class TableauClient:
         session_lifetime: float = SESSION_LIFETIME,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
-        may_sign_in: Callable[[], bool] = lambda: True,
+        may_call: Callable[[], bool] = lambda: True,
     ) -> None:
         self.settings = settings
-        self._may_sign_in = may_sign_in
+        self._may_call = may_call
         self._session_lifetime = session_lifetime
         self._clock = clock
         self._sleep = sleep
@@ -116,7 +116,7 @@ class TableauClient:
         """Sign out, so the PAT's session does not linger until it expires."""
         with self._lock:
             server, self._server = self._server, None
-        if server is None or not self._may_sign_in():
+        if server is None or not self._may_call():
             return  # not the leader (any more): the leader's sign-in has ended it
         try:
             server.auth.sign_out()
@@ -128,7 +128,7 @@ class TableauClient:
         """Drop the session without signing out: another replica's sign-in ends it.
 
         Calls in flight keep their server and end as they will; the next call
-        signs in again, if this client still `may_sign_in`. Not under the lock:
+        signs in again, if this client still `may_call`. Not under the lock:
         the caller (the lease's heartbeat) must not wait for a sign-in in flight.
         """
         self._server = None
@@ -152,7 +152,7 @@ class TableauClient:
                 self._sign_in()
 
     def _sign_in(self) -> None:
-        if not self._may_sign_in():  # checked before any request: no traffic at all
+        if not self._may_call():  # also here: a call in flight may meet 401002 after the lead
             raise NotLeaderError("another replica talks to Tableau: this one does not sign in")
         s = self.settings
         server = TSC.Server(  # type: ignore[no-untyped-call]
@@ -187,6 +187,8 @@ class TableauClient:
 
     def call(self, action: Callable[[Any], T]) -> T:
         """Run `action(server)` in the shared session; sign in again once if Tableau ended it."""
+        if not self._may_call():  # checked before each call: a follower sends nothing at all
+            raise NotLeaderError("another replica talks to Tableau: this one sends nothing")
         self._respect_pause()
         server, epoch = self._session()
         try:

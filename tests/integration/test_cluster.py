@@ -233,7 +233,7 @@ def test_a_worker_that_does_not_lead_claims_nothing(store: Store, emu: Emulator)
 def test_a_send_that_may_not_sign_in_is_handed_back_to_the_queue(
     store: Store, emu: Emulator
 ) -> None:
-    client = TableauClient(tableau_settings(emu), may_sign_in=lambda: False)
+    client = TableauClient(tableau_settings(emu), may_call=lambda: False)
     worker = Worker(store, client, WorkerSettings(), worker_id="w")
     job_id = queued_job(store, EXEC)
     [claimed] = worker.queue.claim(1)
@@ -246,7 +246,7 @@ def test_a_send_that_may_not_sign_in_is_handed_back_to_the_queue(
 
 
 def test_a_resumed_send_that_may_not_sign_in_stays_resumed(store: Store, emu: Emulator) -> None:
-    client = TableauClient(tableau_settings(emu), may_sign_in=lambda: False)
+    client = TableauClient(tableau_settings(emu), may_call=lambda: False)
     worker = Worker(store, client, WorkerSettings(lease_seconds=0.01), worker_id="w")
     job_id = queued_job(store, EXEC)
     worker.queue.claim(1)
@@ -263,7 +263,7 @@ def test_a_resumed_send_that_may_not_sign_in_stays_resumed(store: Store, emu: Em
 
 
 def test_a_client_that_may_not_sign_in_sends_nothing(emu: Emulator) -> None:
-    client = TableauClient(tableau_settings(emu), may_sign_in=lambda: False)
+    client = TableauClient(tableau_settings(emu), may_call=lambda: False)
     with pytest.raises(NotLeaderError):
         client.projects()
     client.close()
@@ -272,7 +272,7 @@ def test_a_client_that_may_not_sign_in_sends_nothing(emu: Emulator) -> None:
 
 def test_a_client_that_lost_the_lead_does_not_sign_in_again(emu: Emulator) -> None:
     leading = [True]
-    client = TableauClient(tableau_settings(emu), may_sign_in=lambda: leading[0])
+    client = TableauClient(tableau_settings(emu), may_call=lambda: leading[0])
     client.projects()
     leading[0] = False
     client.forget_session()
@@ -281,20 +281,33 @@ def test_a_client_that_lost_the_lead_does_not_sign_in_again(emu: Emulator) -> No
     assert len(emu.sign_ins()) == 1
 
 
-def test_a_session_ended_after_the_lead_was_lost_is_not_renewed(emu: Emulator) -> None:
-    leading = [True]
-    client = TableauClient(tableau_settings(emu), may_sign_in=lambda: leading[0])
+def test_a_call_that_starts_as_leader_then_meets_401002_does_not_sign_in_again(
+    emu: Emulator,
+) -> None:
+    answers = iter([True, True, True])  # the first call (and its sign-in), the second call
+    client = TableauClient(tableau_settings(emu), may_call=lambda: next(answers, False))
     client.projects()
-    leading[0] = False
-    emu.invalidate_sessions()  # the new leader signed in
+    emu.invalidate_sessions()  # meanwhile the lead was lost, and the new leader signed in
+    with pytest.raises(NotLeaderError):
+        client.projects()  # started while leading; its 401002 would renew the session
+    assert len(emu.sign_ins()) == 1
+    assert [r.status for r in emu.requests][-1] == 401
+
+
+def test_a_replica_that_lost_the_lead_starts_no_call(emu: Emulator) -> None:
+    leading = [True]
+    client = TableauClient(tableau_settings(emu), may_call=lambda: leading[0])
+    client.projects()
+    sent = len(emu.requests)
+    leading[0] = False  # its session is still good: it sends nothing all the same
     with pytest.raises(NotLeaderError):
         client.projects()
-    assert len(emu.sign_ins()) == 1
+    assert len(emu.requests) == sent
 
 
 def test_a_client_that_lost_the_lead_does_not_sign_out(emu: Emulator) -> None:
     leading = [True]
-    client = TableauClient(tableau_settings(emu), may_sign_in=lambda: leading[0])
+    client = TableauClient(tableau_settings(emu), may_call=lambda: leading[0])
     client.projects()
     leading[0] = False
     client.close()  # its session is the new leader's to end (by signing in)
@@ -325,7 +338,7 @@ def test_the_first_sign_in_waits_for_the_lead(store: Store, emu: Emulator) -> No
     holder = Leadership(store, "other", 60.0)
     holder.beat()
     lead = Leadership(store, "me", 60.0)
-    client = TableauClient(tableau_settings(emu), may_sign_in=lead.leading)
+    client = TableauClient(tableau_settings(emu), may_call=lead.leading)
     lead.beat()
     with pytest.raises(NotLeaderError):
         client.projects()

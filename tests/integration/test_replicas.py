@@ -11,7 +11,8 @@ turn. Once a good part of the jobs is done, the replica holding the
   again);
 - Tableau answered no request 401: no replica's sign-in ended the session
   of another that was still using it; there is at most one sign-in per term
-  of leadership (one at the start, one after the kill);
+  of leadership (one at the start, one after the kill, one more for any
+  change of leader a starved heartbeat caused on a loaded machine);
 - every webhook was acknowledged by whichever replica received it;
 - the leader's successor took over within about a lease period
   (`leader_lease_seconds`, printed; no timed assertion).
@@ -45,7 +46,7 @@ PAT_NAME, PAT_SECRET = "replica-pat", "replica-pat-secret"
 JOBS = 1000
 WEBHOOKS = 40
 KILL_AFTER = 300  # finished jobs before the leader is killed
-LEADER_LEASE = float(os.environ.get("RELAY_TEST_LEADER_LEASE", "4"))  # 15 in production
+LEADER_LEASE = float(os.environ.get("RELAY_TEST_LEADER_LEASE", "6"))  # 15 in production
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -185,21 +186,22 @@ def test_replicas_drain_the_queue_with_one_session_and_survive_the_leaders_kill(
     unauthorised = [r for r in emu.requests if r.status == 401]
     sign_ins = sorted(r.at for r in emu.sign_ins())
     terms = sum(log.count(" cluster.leading ") for log in logs)
-    took_over = [t for t in sign_ins if t > killed_at] or [float("nan")]
-    first_post = min((r.at for r in posts if r.at > took_over[0]), default=float("nan"))
+    took_over = [t for t in sign_ins if t > killed_at]
+    signed_in = took_over[0] if took_over else float("nan")
+    first_post = min((r.at for r in posts if r.at > signed_in), default=float("nan"))
     print(
         f"\n{count} replicas: events {WEBHOOKS} (acknowledged {len(acknowledged)}), jobs {JOBS}, "
         f"refresh POSTs {len(posts)}, sign-ins {len(sign_ins)} (terms of leadership {terms}), "
         f"answers 401 {len(unauthorised)}, drained in {drained_at - queued_at:.1f} s, "
         f"jobs in flight at the kill {orphans}, failover after SIGKILL: new sign-in "
-        f"{took_over[0] - killed_at:.1f} s, first refresh {first_post - killed_at:.1f} s "
+        f"{signed_in - killed_at:.1f} s, first refresh {first_post - killed_at:.1f} s "
         f"(leader lease {LEADER_LEASE:.0f} s)"
     )
     assert states == {"succeeded": JOBS}
     assert {luid: s for luid, s in per_item.items() if s != [202]} == {}
     assert unauthorised == []
-    assert 2 <= len(sign_ins) <= terms
-    assert len(took_over) == 1
+    assert 2 <= len(sign_ins) <= terms  # one sign-in per term of leadership, at most
+    assert took_over, "no replica signed in after the leader was killed"
     if orphans:  # the killed leader's jobs in flight: taken over, not left to their leases
         assert " cluster.took_over " in "".join(logs)
     assert sorted(acknowledged) == list(range(WEBHOOKS))
