@@ -127,6 +127,8 @@ class Leadership:
             self._deadline = began + STEP_DOWN * self.seconds
         elif held is False:
             self._deadline = 0.0
+        if (took := self._clock() - began) > self.seconds / 3:  # a starved thread, a slow database
+            log.warning("cluster.slow_heartbeat", extra={"seconds": round(took, 1)})
         self._report()
         return self.seconds / 3 if held or held is None else self._until_free()
 
