@@ -14,6 +14,7 @@ from pathlib import Path
 import harness
 import pytest
 from harness import wait_until
+from prometheus_client import REGISTRY
 from sqlalchemy import update
 
 from dbt_tableau_relay import cluster
@@ -193,6 +194,15 @@ def test_each_change_of_lead_is_heard_once(store: Store) -> None:
     a.beat()
     a.beat()
     assert heard == ["gained", "lost"]
+    assert REGISTRY.get_sample_value("relay_tableau_leader") == 0
+
+
+def test_the_leader_says_so_in_its_metrics(store: Store) -> None:
+    leader = Leadership(store, "a", 60.0)
+    leader.beat()
+    assert REGISTRY.get_sample_value("relay_tableau_leader") == 1
+    leader.stop()
+    assert REGISTRY.get_sample_value("relay_tableau_leader") == 0
 
 
 # -- the jobs of a leader that is gone ----------------------------------------------------
