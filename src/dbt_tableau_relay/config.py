@@ -252,6 +252,15 @@ class WorkerSettings(_Strict):
     lease_seconds: float = Field(default=120.0, gt=0, description="lease on a claimed job")
     poll_interval: float = Field(default=1.0, gt=0, description="idle wait between looks for work")
     follow_timeout: float = Field(default=3 * 3600.0, gt=0, description="give up following after")
+    leader_lease_seconds: float = Field(
+        default=15.0, gt=0, description="the `tableau` lease: a dead leader is replaced within it"
+    )
+
+
+class RetentionSettings(_Strict):
+    """How long finished work is kept; `days: null` keeps everything."""
+
+    days: float | None = Field(default=30.0, gt=0, description="prune finished work older than")
 
 
 class DbtCloudSettings(_Strict):
@@ -359,6 +368,7 @@ class Settings(_Strict):
     notify: tuple[NotifyChannel, ...] = ()
     # Where people reach the dashboard: notifications link to the job there.
     public_url: str | None = None
+    retention: RetentionSettings = RetentionSettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -13,6 +13,8 @@
     ├── TableauError                Tableau refused, failed or could not be reached
     │   ├── TransientTableauError   worth retrying: 5xx, 429, RATE_EXCEEDED, dropped calls, timeouts
     │   │   ├── SessionInvalidError 401000/401002: the session ended; sign in again
+    │   │   ├── NotLeaderError      this replica does not hold the `tableau` lease: it may not
+    │   │   │                       sign in (another replica talks to Tableau; cluster.py)
     │   │   └── PartialMetadataError Metadata API answered partial data (time or node limit)
     │   │                           even in small pages; never used as if complete
     │   ├── AlreadyQueuedError      409093: a refresh of this item is already queued or running
@@ -127,6 +129,10 @@ class TargetError(PermanentTableauError):
 
 class SessionInvalidError(TransientTableauError):
     """Tableau ended the session: it expired, or another sign-in with this PAT replaced it."""
+
+
+class NotLeaderError(TransientTableauError):
+    """This replica does not hold the cluster's `tableau` lease, so it may not sign in."""
 
 
 class PartialMetadataError(TransientTableauError):

@@ -9,9 +9,10 @@
 - `relay_state`: small named values that must survive restarts (the
   reconciler's cursor).
 - `leases`: named cluster-wide leases, so that what must run once per cluster
-  (reconciliation) runs on one replica at a time.
+  runs on one replica at a time: `tableau` (the one replica that talks to
+  Tableau, cluster.py), `reconcile` and `retention`.
 
-The schema is created by migration 0003.
+The schema is created by migration 0003 (0005 indexes `lineage_job_events.event_pk`).
 """
 
 from __future__ import annotations
@@ -77,7 +78,10 @@ class LineageJobEvent(Base):
     lineage_job_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("lineage_jobs.id"), primary_key=True
     )
-    event_pk: Mapped[int] = mapped_column(BigId, ForeignKey("events.id"), primary_key=True)
+    # Looked up from the event side: retention keeps an event a job still serves.
+    event_pk: Mapped[int] = mapped_column(
+        BigId, ForeignKey("events.id"), primary_key=True, index=True
+    )
 
 
 class RunRefresh(Base):
@@ -165,6 +169,13 @@ def take_lease(store: Store, name: str, holder: str, seconds: float) -> bool:
             return True
     except IntegrityError:  # another replica created the row first: it holds the lease
         return False
+
+
+def read_lease(store: Store, name: str) -> tuple[str, datetime] | None:
+    """Who holds (or last held) the lease `name`, and until when; None if nobody ever did."""
+    with store.session(readonly=True) as session:
+        row = session.scalar(select(Lease).where(Lease.name == name))
+        return None if row is None else (row.holder, row.until)
 
 
 def release_lease(store: Store, name: str, holder: str) -> None:

@@ -6,7 +6,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from dbt_tableau_relay.app import create_app
+from dbt_tableau_relay.cluster import Leadership, take_over
 from dbt_tableau_relay.config import Settings
 from dbt_tableau_relay.dbt_cloud import DbtCloudClient
 from dbt_tableau_relay.errors import ConfigError
@@ -22,9 +23,10 @@ from dbt_tableau_relay.lineage_run import RunLineage
 from dbt_tableau_relay.notifications import routes_of
 from dbt_tableau_relay.notifier import Notifier
 from dbt_tableau_relay.reconcile import Reconciler
+from dbt_tableau_relay.retention import Retention
 from dbt_tableau_relay.store import Store
 from dbt_tableau_relay.tableau import TableauClient
-from dbt_tableau_relay.worker import Worker
+from dbt_tableau_relay.worker import Worker, default_worker_id
 
 
 def relay_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
@@ -44,37 +46,68 @@ async def refresh_worker(app: FastAPI) -> AsyncIterator[Worker]:
 
 @contextmanager
 def running_worker(settings: Settings, store: Store) -> Iterator[Worker]:
-    """The worker, and with `dbt.cloud` its lineage resolver and the reconciler.
+    """The worker, led by the `tableau` lease; with `dbt.cloud`, lineage and the reconciler.
 
-    With `notify:`, the notifier too, stopped after the worker (whose last
+    Shutdown runs the other way: the worker finishes its calls, the client
+    signs out, and only then is the lease released (cluster.py). With
+    `notify:`, the notifier too, stopped after the worker (whose last
     transitions may queue messages; those left are sent at the next start).
     """
     with ExitStack() as stack:
-        client = TableauClient(settings.tableau)
+        holder = default_worker_id()
+        lead = Leadership(store, holder, settings.worker.leader_lease_seconds)
+        stack.callback(lead.stop)
+        client = TableauClient(settings.tableau, may_call=lead.leading)
         stack.callback(client.close)  # signs out: the PAT's session ends with the process
         cloud = settings.dbt.cloud
         dbt = stack.enter_context(DbtCloudClient(cloud)) if cloud else None
         resolver = RunLineage(dbt, client, settings.tableau.site) if dbt else None
-        notify = routes_of(settings.notify)
-        worker = Worker(store, client, settings.worker, resolver=resolver, notify=notify)
+        worker = Worker(
+            store,
+            client,
+            settings.worker,
+            worker_id=holder,
+            resolver=resolver,
+            notify=routes_of(settings.notify),
+            leading=lead.leading,
+        )
         if settings.notify:
-            notifier = Notifier.from_settings(store, settings, holder=worker.queue.worker_id)
+            notifier = Notifier.from_settings(store, settings, holder=holder)
             notifier.start()
             stack.callback(notifier.stop)
+
+        def gained() -> None:  # the jobs of a leader that is gone are this one's now
+            take_over(store, holder)
+            worker.wake()
+
+        lead.on_gained, lead.on_lost = gained, client.forget_session
+        lead.start()
         worker.start()
         stack.callback(worker.stop)
-        if dbt is not None and cloud is not None and cloud.reconcile_seconds:
-            reconciler = Reconciler(
-                store,
-                dbt,
-                settings.rules,
-                every=cloud.reconcile_seconds,
-                holder=worker.queue.worker_id,
-                on_recorded=worker.wake,
-            )
-            reconciler.start()
-            stack.callback(reconciler.stop)
+        for service in _once_per_cluster(settings, store, holder, dbt, worker.wake):
+            service.start()
+            stack.callback(service.stop)
         yield worker
+
+
+def _once_per_cluster(
+    settings: Settings,
+    store: Store,
+    holder: str,
+    dbt: DbtCloudClient | None,
+    wake: Callable[[], None],
+) -> list[Reconciler | Retention]:
+    """What runs on one replica at a time, each under a lease of its own."""
+    services: list[Reconciler | Retention] = []
+    cloud = settings.dbt.cloud
+    if dbt is not None and cloud is not None and cloud.reconcile_seconds:
+        every = cloud.reconcile_seconds
+        services.append(
+            Reconciler(store, dbt, settings.rules, every=every, holder=holder, on_recorded=wake)
+        )
+    if settings.retention.days is not None:
+        services.append(Retention(store, settings.retention.days, holder=holder))
+    return services
 
 
 def listen_address(settings: Settings) -> tuple[str, int]:

@@ -298,6 +298,9 @@ def _configure_sqlite(engine: Engine) -> None:
         # Take transaction control from the driver so `begin` below decides.
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
+        # Takes effect only in a database without tables: new ones return the
+        # pages retention frees to the disk (retention.py); older ones reuse them.
+        cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")

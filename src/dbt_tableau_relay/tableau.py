@@ -4,6 +4,8 @@ What it adds to TSC, each for a trap of the real API:
 - one shared session per PAT: Tableau ends a PAT's earlier session whenever it
   signs in again (401002), so threads share one sign-in taken under a lock,
   renewed once when Tableau ends it or before it expires, signed out at close;
+  across replicas, only the one that `may_call` (holds the `tableau` lease,
+  cluster.py) sends anything, sign-ins included;
 - the API version from serverInfo, never from the user, and a clear error when
   serverInfo fails (TSC would silently stay at 2.4, where refresh is missing);
 - targets by project path, resolved to exactly one item and cached, with one
@@ -38,6 +40,7 @@ from dbt_tableau_relay.errors import (
     AlreadyQueuedError,
     JobWaitTimeout,
     NotFoundError,
+    NotLeaderError,
     PermanentTableauError,
     SessionInvalidError,
     TableauError,
@@ -75,8 +78,10 @@ class TableauClient:
         session_lifetime: float = SESSION_LIFETIME,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        may_call: Callable[[], bool] = lambda: True,
     ) -> None:
         self.settings = settings
+        self._may_call = may_call
         self._session_lifetime = session_lifetime
         self._clock = clock
         self._sleep = sleep
@@ -112,13 +117,22 @@ class TableauClient:
         """Sign out, so the PAT's session does not linger until it expires."""
         with self._lock:
             server, self._server = self._server, None
-        if server is None:
-            return
+        if server is None or not self._may_call():
+            return  # not the leader (any more): the leader's sign-in has ended it
         try:
             server.auth.sign_out()
         except Exception as exc:  # noqa: BLE001 - closing must not fail shutdown
             log.info("tableau.sign_out_failed", extra={"error": type(exc).__name__})
         server.close()
+
+    def forget_session(self) -> None:
+        """Drop the session without signing out: another replica's sign-in ends it.
+
+        Calls in flight keep their server and end as they will; the next call
+        signs in again, if this client still `may_call`. Not under the lock:
+        the caller (the lease's heartbeat) must not wait for a sign-in in flight.
+        """
+        self._server = None
 
     def _session(self) -> tuple[Any, int]:
         """The shared signed-in server and its epoch; signs in if there is none."""
@@ -139,6 +153,8 @@ class TableauClient:
                 self._sign_in()
 
     def _sign_in(self) -> None:
+        if not self._may_call():  # also here: a call in flight may meet 401002 after the lead
+            raise NotLeaderError("another replica talks to Tableau: this one does not sign in")
         s = self.settings
         server = TSC.Server(  # type: ignore[no-untyped-call]
             s.server_url,
@@ -179,6 +195,8 @@ class TableauClient:
 
         Each try is timed in `relay_tableau_request_seconds` under `endpoint`.
         """
+        if not self._may_call():  # checked before each call: a follower sends nothing at all
+            raise NotLeaderError("another replica talks to Tableau: this one sends nothing")
         self._respect_pause()
         server, epoch = self._session()
         try:

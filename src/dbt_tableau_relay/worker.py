@@ -5,7 +5,8 @@ synchronous). A job never holds a thread while Tableau runs the refresh: it
 is polled once, released with the time of its next poll, and claimed again
 then, so a few threads follow any number of hour-long refreshes, polled on
 the schedule of polling.py (spread by the item's usual duration). All threads
-share one TableauClient, hence one Tableau session.
+share one TableauClient, hence one Tableau session. With several replicas,
+only the one that is `leading` (holds the `tableau` lease, cluster.py) claims.
 
 A job claimed again after its worker died mid-send (`resumed`) may have
 reached Tableau without its 202 being recorded. Before sending it again the
@@ -23,11 +24,16 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from dbt_tableau_relay.config import WorkerSettings
-from dbt_tableau_relay.errors import PermanentTableauError, TableauError, TransientTableauError
+from dbt_tableau_relay.errors import (
+    NotLeaderError,
+    PermanentTableauError,
+    TableauError,
+    TransientTableauError,
+)
 from dbt_tableau_relay.lineage_queue import ClaimedLineage, LineageQueue
 from dbt_tableau_relay.lineage_worker import LineageWorker, RunResolver
 from dbt_tableau_relay.notifications import Route
@@ -58,8 +64,10 @@ class Worker:
         worker_id: str | None = None,
         resolver: RunResolver | None = None,
         notify: Sequence[Route] = (),
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self.settings = settings or WorkerSettings()
+        self.leading = leading  # only the replica that talks to Tableau claims (cluster.py)
         self.client = client
         worker_id = worker_id or default_worker_id()
         self.queue = RefreshQueue(
@@ -130,6 +138,8 @@ class Worker:
                 self._wake.clear()
 
     def _claim_free_slots(self) -> int:
+        if not self.leading():
+            return 0  # another replica talks to Tableau; woken when this one leads
         free = 0
         while self._slots.acquire(blocking=False):
             free += 1
@@ -226,6 +236,9 @@ class Worker:
             )
 
     def _failed_send(self, job: ClaimedJob, error: TableauError) -> None:
+        if isinstance(error, NotLeaderError):
+            self._hand_over(job, error)
+            return
         failures = self.queue.transient_failures(job) + isinstance(error, TransientTableauError)
         busy_for = (utcnow() - job.created_at).total_seconds()
         decision = self.policy.decide(error, failures, busy_for=busy_for)
@@ -244,6 +257,14 @@ class Worker:
             log.error("refresh.failed", extra=extra)
             self.queue.fail(job, error)
 
+    def _hand_over(self, job: ClaimedJob, error: NotLeaderError) -> None:
+        """This replica lost the lead before the job reached Tableau: the leader sends it now."""
+        log.info("refresh.handed_over", extra={"job_id": job.id, "target": str(job.target)})
+        if job.resumed:  # its earlier attempt may have reached Tableau: stay resumed
+            self.queue.hold(job, 0.0, error, "handed_over")
+        else:
+            self.queue.retry_later(job, 0.0, error, "handed_over")
+
     def _usual_duration(self, job: ClaimedJob) -> float | None:
         """The item's usual refresh duration, read from its past jobs at most every TTL."""
         now = time.monotonic()
@@ -259,6 +280,9 @@ class Worker:
         age = (utcnow() - (job.sent_at or job.created_at)).total_seconds()
         try:
             tableau_job = self.client.job(job.tableau_job_id)
+        except NotLeaderError:
+            self.queue.poll_later(job, 0.0)  # the leader polls it now
+            return
         except TransientTableauError as error:
             log.info("refresh.poll_failed", extra=job.log_fields | {"error": str(error)})
             delay = next_poll(age, self._usual_duration(job))

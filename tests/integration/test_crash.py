@@ -67,6 +67,7 @@ rules:
 worker:
   concurrency: {CONCURRENCY}
   lease_seconds: 2
+  leader_lease_seconds: 2   # a restart waits for the killed process's tableau lease
   poll_interval: 0.1
   retry_base_seconds: 0.1
   busy_retry_seconds: 0.3
