@@ -327,6 +327,7 @@ def replay(ctx: click.Context, job_ids: tuple[int, ...], dead: bool) -> None:
     jobs at its next look. Prints `OLD -> NEW` for each job replayed.
     """
     from dbt_tableau_relay.queue import RefreshQueue
+    from dbt_tableau_relay.states import JobState
     from dbt_tableau_relay.store import Store
 
     if not job_ids and not dead:
@@ -337,7 +338,9 @@ def replay(ctx: click.Context, job_ids: tuple[int, ...], dead: bool) -> None:
         try:
             store.migrate()
             queue = RefreshQueue(store, "cli")
-            ids = list(dict.fromkeys([*job_ids, *(queue.unreplayed("dead") if dead else [])]))
+            ids = list(
+                dict.fromkeys([*job_ids, *(queue.unreplayed(JobState.DEAD) if dead else [])])
+            )
             failures = _replay_each(queue, ids)
         finally:
             store.dispose()

@@ -28,6 +28,7 @@ from dbt_tableau_relay.config import LineageSource
 from dbt_tableau_relay.lineage.explain import to_json
 from dbt_tableau_relay.lineage.model import Decision
 from dbt_tableau_relay.runs import LineageJob, LineageJobEvent, due_lineage
+from dbt_tableau_relay.states import JobState
 from dbt_tableau_relay.store import RefreshJobEvent, Store, queued_job_upsert, utcnow
 
 log = logging.getLogger(__name__)
@@ -219,7 +220,7 @@ def _refresh_row(job: ClaimedLineage, decision: Decision, now: datetime) -> dict
         "rule_name": job.rule_name,
         "incremental": job.incremental,
         "wait": job.wait,
-        "state": "queued",
+        "state": JobState.QUEUED,
         "attempts": 0,
         "not_before": now,
         "created_at": now,

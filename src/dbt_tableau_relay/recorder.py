@@ -36,6 +36,7 @@ from dbt_tableau_relay.errors import RelayError
 from dbt_tableau_relay.events import DbtEvent
 from dbt_tableau_relay.rules import PlannedLineage, PlannedRefresh
 from dbt_tableau_relay.runs import LineageJob, LineageJobEvent, claim_run_asks
+from dbt_tableau_relay.states import JobState
 from dbt_tableau_relay.store import (
     Base,
     Event,
@@ -427,7 +428,7 @@ def _job_row(p: PlannedRefresh, last_event_at: datetime, now: datetime) -> dict[
         "rule_name": p.rule_name,
         "incremental": p.incremental,
         "wait": p.wait,
-        "state": "queued",
+        "state": JobState.QUEUED,
         "attempts": 0,
         "not_before": now,
         "created_at": now,

@@ -17,6 +17,7 @@ from sqlalchemy import insert, literal, select
 from sqlalchemy.orm import Session
 
 from dbt_tableau_relay.errors import NotReplayableError, UnknownJobError
+from dbt_tableau_relay.states import REPLAYABLE_STATES, JobState
 from dbt_tableau_relay.store import (
     Attempt,
     RefreshJob,
@@ -29,7 +30,6 @@ from dbt_tableau_relay.store import (
 log = logging.getLogger("dbt_tableau_relay.queue")
 
 RJ = RefreshJob
-REPLAYABLE_STATES = ("failed", "dead")
 
 
 def replay_job(store: Store, job_id: int, by: str) -> int:
@@ -58,7 +58,7 @@ def replay_job(store: Store, job_id: int, by: str) -> int:
     return new_id
 
 
-def unreplayed(store: Store, state: str = "dead") -> list[int]:
+def unreplayed(store: Store, state: JobState = JobState.DEAD) -> list[int]:
     """Ids of the jobs in `state` that were never replayed, oldest first."""
     query = select(RJ.id).where(RJ.state == state, RJ.replayed_as.is_(None)).order_by(RJ.id)
     with store.session(readonly=True) as session:
@@ -89,7 +89,7 @@ def _replay_row(old: RefreshJob, now: datetime) -> dict[str, Any]:
         "rule_name": old.rule_name,
         "incremental": old.incremental,
         "wait": old.wait,
-        "state": "queued",
+        "state": JobState.QUEUED,
         "attempts": 0,
         "not_before": now,
         "created_at": now,

@@ -61,15 +61,17 @@ from sqlalchemy.pool import StaticPool
 
 from dbt_tableau_relay.config import hide_password
 from dbt_tableau_relay.errors import ConfigError, DatabaseError
+from dbt_tableau_relay.states import JOB_STATES as JOB_STATES
+from dbt_tableau_relay.states import JobState
 from dbt_tableau_relay.store_errors import translated
 
 EVENT_OUTCOMES: Final = ("queued", "ignored", "invalid")
-JOB_STATES: Final = ("queued", "sending", "following", "succeeded", "failed", "dead", "merged")
 SQLITE_BUSY_TIMEOUT_MS: Final = 10_000
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _READONLY = "relay_readonly"  # an execution option: begin SQLite reads DEFERRED
 _MIGRATION_LOCK = 0x7265_6C61_79  # "relay": serialises migrations of several replicas
-QUEUED_ONLY: Final = "state = 'queued'"  # the partial index's predicate, and the upsert's
+# The partial index's predicate, and the upsert's.
+QUEUED_ONLY: Final = f"state = '{JobState.QUEUED}'"
 
 # A BIGINT id everywhere but SQLite, whose rowid alias must be spelled INTEGER.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
