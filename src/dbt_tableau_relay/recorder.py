@@ -34,7 +34,7 @@ from sqlalchemy import Connection, insert, text
 
 from dbt_tableau_relay.errors import RelayError
 from dbt_tableau_relay.events import DbtEvent
-from dbt_tableau_relay.rules import PlannedLineage, PlannedRefresh
+from dbt_tableau_relay.rules import Ask, PlannedLineage, PlannedRefresh, join
 from dbt_tableau_relay.runs import LineageJob, LineageJobEvent, claim_run_asks
 from dbt_tableau_relay.states import JobState
 from dbt_tableau_relay.store import (
@@ -407,9 +407,8 @@ def _upsert_jobs(
                 wanted[p.key] = _job_row(p, at, now)
                 continue
             # The batch's events join one job, as they would one after another.
-            row["wait"] |= p.wait
-            row["incremental"] &= p.incremental
-            row["last_event_at"] = max(row["last_event_at"], at)
+            kept = Ask(row["wait"], row["incremental"], row["last_event_at"])
+            row.update(join(kept, Ask(p.wait, p.incremental, at))._asdict())
     if not wanted:
         return {}
     # Sorted keys: replicas upserting the same items lock them in one order.

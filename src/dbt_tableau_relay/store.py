@@ -453,8 +453,9 @@ def queued_job_upsert(dialect: str) -> Any:
     """Join the queued job of `target_key`, or create it; RETURNING id, target_key.
 
     On a join the job waits if any event asks it to, is incremental only if all
-    do, and keeps the newest event time. Built once per dialect (building it
-    costs more than running it).
+    do, and keeps the newest event time: `rules.join` in SQL, held to the same
+    answers by tests/integration/test_merge_rule.py. Built once per dialect
+    (building it costs more than running it).
     """
     jobs = Base.metadata.tables[RefreshJob.__tablename__]
     stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(jobs)
