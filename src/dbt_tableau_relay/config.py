@@ -254,6 +254,11 @@ class WorkerSettings(_Strict):
     follow_timeout: float = Field(default=3 * 3600.0, gt=0, description="give up following after")
 
 
+# The one place the worker's defaults are written: RetryPolicy, RefreshQueue, LineageQueue,
+# TableauClient.wait and the `refresh` command's --timeout take theirs from here.
+WORKER_DEFAULTS = WorkerSettings()
+
+
 class DbtCloudSettings(_Strict):
     """The dbt Cloud Admin API v2: lineage reads run artifacts, reconciliation lists runs."""
 

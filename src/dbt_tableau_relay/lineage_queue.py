@@ -24,7 +24,7 @@ from typing import Any, cast
 from sqlalchemy import insert, literal, select, update
 from sqlalchemy.orm import Session
 
-from dbt_tableau_relay.config import LineageSource
+from dbt_tableau_relay.config import WORKER_DEFAULTS, LineageSource
 from dbt_tableau_relay.lineage.explain import to_json
 from dbt_tableau_relay.lineage.model import Decision
 from dbt_tableau_relay.runs import LineageJob, LineageJobEvent, due_lineage
@@ -68,7 +68,7 @@ class LineageQueue:
         self,
         store: Store,
         worker_id: str,
-        lease: float = 120.0,
+        lease: float = WORKER_DEFAULTS.lease_seconds,
         *,
         max_attempts: int | None = None,
     ) -> None:

@@ -40,7 +40,7 @@ from sqlalchemy import and_, event, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from dbt_tableau_relay.config import Target
+from dbt_tableau_relay.config import WORKER_DEFAULTS, Target
 from dbt_tableau_relay.errors import TableauError
 from dbt_tableau_relay.metrics import REFRESHES
 from dbt_tableau_relay.notifications import Route, enqueue
@@ -149,7 +149,7 @@ class RefreshQueue:
         self,
         store: Store,
         worker_id: str,
-        lease: float = 120.0,
+        lease: float = WORKER_DEFAULTS.lease_seconds,
         notify: Sequence[Route] = (),
         *,
         max_attempts: int | None = None,
