@@ -386,9 +386,6 @@ def demo(verbose: bool) -> None:
     sys.exit(run_demo(click.echo))
 
 
-EVENT_KINDS = ["completed", "started", "errored"]
-
-
 @main.command("send-test")
 @click.argument("url")
 @click.option(

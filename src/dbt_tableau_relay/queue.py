@@ -266,12 +266,6 @@ class RefreshQueue:
         )
         return dict(session.execute(query).all())
 
-    def renew(self, job: ClaimedJob) -> bool:
-        """Extend the lease; False if another worker has taken the job over."""
-        now = utcnow()
-        with self.store.session() as session:
-            return self._guarded(session, job, lease_until=now + self.lease, updated_at=now)
-
     # -- transitions ----------------------------------------------------------------
 
     def sent(
