@@ -36,12 +36,12 @@ from dbt_tableau_relay.errors import RelayError
 from dbt_tableau_relay.events import DbtEvent
 from dbt_tableau_relay.rules import Ask, PlannedLineage, PlannedRefresh, join
 from dbt_tableau_relay.runs import LineageJob, LineageJobEvent, claim_run_asks
-from dbt_tableau_relay.states import JobState
 from dbt_tableau_relay.store import (
     Base,
     Event,
     Store,
     insert_links,
+    queued_job_row,
     queued_job_upsert,
     sqlite_time,
     storable,
@@ -419,21 +419,18 @@ def _upsert_jobs(
 
 
 def _job_row(p: PlannedRefresh, last_event_at: datetime, now: datetime) -> dict[str, Any]:
-    return {
-        "target_kind": p.target.kind,
-        "target_by": p.target.by,
-        "target_ref": p.target.ref,
-        "target_key": p.key,
-        "rule_name": p.rule_name,
-        "incremental": p.incremental,
-        "wait": p.wait,
-        "state": JobState.QUEUED,
-        "attempts": 0,
-        "not_before": now,
-        "created_at": now,
-        "updated_at": now,
-        "last_event_at": last_event_at,
-    }
+    t = p.target
+    return queued_job_row(
+        kind=t.kind,
+        by=t.by,
+        ref=t.ref,
+        key=p.key,
+        rule_name=p.rule_name,
+        incremental=p.incremental,
+        wait=p.wait,
+        last_event_at=last_event_at,
+        now=now,
+    )
 
 
 def _result(

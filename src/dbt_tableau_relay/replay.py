@@ -23,6 +23,7 @@ from dbt_tableau_relay.store import (
     RefreshJob,
     RefreshJobEvent,
     Store,
+    queued_job_row,
     queued_job_upsert,
     utcnow,
 )
@@ -81,21 +82,17 @@ def link_events(session: Session, from_job: int, to_job: int) -> None:
 
 def _replay_row(old: RefreshJob, now: datetime) -> dict[str, Any]:
     """The queued job that replays `old`: same item, rule, options and newest event time."""
-    return {
-        "target_kind": old.target_kind,
-        "target_by": old.target_by,
-        "target_ref": old.target_ref,
-        "target_key": old.target_key,
-        "rule_name": old.rule_name,
-        "incremental": old.incremental,
-        "wait": old.wait,
-        "state": JobState.QUEUED,
-        "attempts": 0,
-        "not_before": now,
-        "created_at": now,
-        "updated_at": now,
-        "last_event_at": old.last_event_at,
-    }
+    return queued_job_row(
+        kind=old.target_kind,
+        by=old.target_by,
+        ref=old.target_ref,
+        key=old.target_key,
+        rule_name=old.rule_name,
+        incremental=old.incremental,
+        wait=old.wait,
+        last_event_at=old.last_event_at,
+        now=now,
+    )
 
 
 def _replayed_note(old: RefreshJob, new_id: int, now: datetime) -> Attempt:

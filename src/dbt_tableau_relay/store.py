@@ -448,6 +448,38 @@ def check_database(database_url: str) -> str:
 # --- bulk writes of the recorder's group commit ---------------------------------
 
 
+def queued_job_row(
+    *,
+    kind: str,
+    by: str,
+    ref: str,
+    key: str,
+    rule_name: str,
+    incremental: bool,
+    wait: bool,
+    last_event_at: datetime,
+    now: datetime,
+    explanation: str | None = None,
+) -> dict[str, Any]:
+    """The row `queued_job_upsert` inserts, or merges into the item's queued job."""
+    return {
+        "target_kind": kind,
+        "target_by": by,
+        "target_ref": ref,
+        "target_key": key,
+        "rule_name": rule_name,
+        "incremental": incremental,
+        "wait": wait,
+        "state": JobState.QUEUED,
+        "attempts": 0,
+        "not_before": now,
+        "created_at": now,
+        "updated_at": now,
+        "last_event_at": last_event_at,
+        "explanation": explanation,
+    }
+
+
 @functools.cache
 def queued_job_upsert(dialect: str) -> Any:
     """Join the queued job of `target_key`, or create it; RETURNING id, target_key.

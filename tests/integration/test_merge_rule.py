@@ -14,30 +14,24 @@ from typing import Any
 import pytest
 
 from dbt_tableau_relay.rules import Ask, join
-from dbt_tableau_relay.states import JobState
-from dbt_tableau_relay.store import Store, queued_job_upsert, utcnow
+from dbt_tableau_relay.store import Store, queued_job_row, queued_job_upsert, utcnow
 
 OPTIONS = list(itertools.product([False, True], repeat=2))  # (wait, incremental)
 
 
 def job_row(ask: Ask) -> dict[str, Any]:
-    now = utcnow()
-    return {
-        "target_kind": "workbook",
-        "target_by": "path",
-        "target_ref": "Sales/Overview",
-        "target_key": "workbook:path:Sales/Overview",
-        "rule_name": "r",
-        "incremental": ask.incremental,
-        "wait": ask.wait,
-        "state": JobState.QUEUED,
-        "attempts": 0,
-        "not_before": now,
-        "created_at": now,
-        "updated_at": now,
-        "last_event_at": ask.last_event_at,
-        "explanation": None,
-    }
+    assert ask.last_event_at is not None
+    return queued_job_row(
+        kind="workbook",
+        by="path",
+        ref="Sales/Overview",
+        key="workbook:path:Sales/Overview",
+        rule_name="r",
+        incremental=ask.incremental,
+        wait=ask.wait,
+        last_event_at=ask.last_event_at,
+        now=utcnow(),
+    )
 
 
 @pytest.mark.parametrize("newer_first", [False, True], ids=["newer-second", "newer-first"])
