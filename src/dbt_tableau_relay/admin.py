@@ -44,6 +44,7 @@ from dbt_tableau_relay.config import Settings
 from dbt_tableau_relay.errors import NotReplayableError, UnknownJobError
 from dbt_tableau_relay.queue import RefreshQueue
 from dbt_tableau_relay.runs import LineageJob, lineage_jobs_of_run
+from dbt_tableau_relay.states import JobState
 from dbt_tableau_relay.store import RefreshJob, Store
 
 REALM: Final = "dbt-tableau-relay"
@@ -246,7 +247,7 @@ class JobSummary(_Out):
     target_kind: str
     target_by: str
     target_ref: str
-    state: str
+    state: JobState  # the schema lists every state
     incremental: bool
     wait: bool
     attempts: int
@@ -322,8 +323,6 @@ ItemQuery = Annotated[
     Query(max_length=600, description="a part of the item's path or LUID (or its decision's path)"),
 ]
 DbtJobQuery = Annotated[str | None, Query(max_length=64, description="a dbt Cloud job id")]
-# store.JOB_STATES as a type, so that an unknown ?state= is a 422 that lists the valid ones.
-JobState = Literal["queued", "sending", "following", "succeeded", "failed", "dead", "merged"]
 
 
 def store_of(request: Request) -> Store:
@@ -377,7 +376,7 @@ def get_event(request: Request, event_pk: Id) -> EventDetail:
 @router.get("/jobs")
 def list_jobs(
     request: Request,
-    state: JobState | None = None,
+    state: JobState | None = None,  # unknown: a 422 that lists the valid ones
     rule: RuleQuery = None,
     target: TargetQuery = None,
     item: ItemQuery = None,

@@ -16,7 +16,13 @@ from sqlalchemy.exc import ArgumentError
 
 from dbt_tableau_relay import logs
 from dbt_tableau_relay.cli_reads import events, explain, jobs
-from dbt_tableau_relay.config import Settings, Target, hide_password, load_settings
+from dbt_tableau_relay.config import (
+    WORKER_DEFAULTS,
+    Settings,
+    Target,
+    hide_password,
+    load_settings,
+)
 from dbt_tableau_relay.errors import ConfigError, RelayError, TableauError
 from dbt_tableau_relay.tableau import TableauClient
 from dbt_tableau_relay.tableau_jobs import TableauJob
@@ -87,7 +93,12 @@ main.add_command(explain)
 @click.option("--datasource-id", metavar="LUID")
 @click.option("--incremental", is_flag=True, help="Incremental refresh (REST API 3.25+).")
 @click.option("--wait", is_flag=True, help="Follow the Tableau job to its finish code.")
-@click.option("--timeout", default=7200.0, show_default=True, help="Seconds to wait at most.")
+@click.option(
+    "--timeout",
+    default=WORKER_DEFAULTS.follow_timeout,
+    show_default=True,
+    help="Seconds to wait at most (worker.follow_timeout's default).",
+)
 @click.pass_context
 def refresh(
     ctx: click.Context,
@@ -327,6 +338,7 @@ def replay(ctx: click.Context, job_ids: tuple[int, ...], dead: bool) -> None:
     jobs at its next look. Prints `OLD -> NEW` for each job replayed.
     """
     from dbt_tableau_relay.queue import RefreshQueue
+    from dbt_tableau_relay.states import JobState
     from dbt_tableau_relay.store import Store
 
     if not job_ids and not dead:
@@ -337,7 +349,9 @@ def replay(ctx: click.Context, job_ids: tuple[int, ...], dead: bool) -> None:
         try:
             store.migrate()
             queue = RefreshQueue(store, "cli")
-            ids = list(dict.fromkeys([*job_ids, *(queue.unreplayed("dead") if dead else [])]))
+            ids = list(
+                dict.fromkeys([*job_ids, *(queue.unreplayed(JobState.DEAD) if dead else [])])
+            )
             failures = _replay_each(queue, ids)
         finally:
             store.dispose()
@@ -370,9 +384,6 @@ def demo(verbose: bool) -> None:
     from dbt_tableau_relay.demo import run_demo
 
     sys.exit(run_demo(click.echo))
-
-
-EVENT_KINDS = ["completed", "started", "errored"]
 
 
 @main.command("send-test")

@@ -56,7 +56,7 @@ def jobs(
 ) -> None:
     """Refresh jobs, newest first: state, item, attempts, Tableau's verdict."""
     from dbt_tableau_relay import reads
-    from dbt_tableau_relay.store import JOB_STATES
+    from dbt_tableau_relay.states import JOB_STATES
 
     if state is not None and state not in JOB_STATES:
         known = ", ".join(JOB_STATES)

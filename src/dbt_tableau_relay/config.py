@@ -263,6 +263,11 @@ class RetentionSettings(_Strict):
     days: float | None = Field(default=30.0, gt=0, description="prune finished work older than")
 
 
+# The one place the worker's defaults are written: RetryPolicy, RefreshQueue, LineageQueue,
+# TableauClient.wait and the `refresh` command's --timeout take theirs from here.
+WORKER_DEFAULTS = WorkerSettings()
+
+
 class DbtCloudSettings(_Strict):
     """The dbt Cloud Admin API v2: lineage reads run artifacts, reconciliation lists runs."""
 

@@ -33,16 +33,16 @@ from dbt_tableau_relay import __version__, reads
 from dbt_tableau_relay.admin import AdminAccess, Id, Limit, Offset, replay_job, store_of
 from dbt_tableau_relay.errors import LineageError, ReplayError, UnknownJobError
 from dbt_tableau_relay.lineage.model import Decision
-from dbt_tableau_relay.queue import FINAL_STATES, REPLAYABLE_STATES
 from dbt_tableau_relay.reads import JobFilter, Page, decision_of, decisions_of, item_path
 from dbt_tableau_relay.runs import LineageJob
-from dbt_tableau_relay.store import JOB_STATES, Event, RefreshJob, Store, utcnow
+from dbt_tableau_relay.states import FINAL_STATES, JOB_STATES, REPLAYABLE_STATES, JobState
+from dbt_tableau_relay.store import Event, RefreshJob, Store, utcnow
 
 REFRESH_SECONDS: Final = 5
 RECENT_JOBS: Final = 50
 RECENT_EVENTS: Final = 30
 NOTES_SHOWN: Final = 240  # characters of an error or Tableau's notes; the rest in a tooltip
-PROBLEM_STATES: Final = ("failed", "dead")
+PROBLEM_STATES: Final = REPLAYABLE_STATES
 LINEAGE_FINAL: Final = ("done", "failed", "dead")
 # No script, no frames: nothing may run here, and the Replay button cannot be clickjacked.
 HEADERS: Final = {
@@ -274,7 +274,7 @@ def replay(request: Request, job_id: Id) -> Response:
 def render_page(snap: Snapshot, *, flash: tuple[int, int] | None = None, root: str = "") -> str:
     """The overview; it reloads itself."""
     bad = [j for j in snap.latest if j.state in PROBLEM_STATES]
-    running = [j for j in snap.latest if j.state not in (*PROBLEM_STATES, "succeeded")]
+    running = [j for j in snap.latest if j.state not in (*PROBLEM_STATES, JobState.SUCCEEDED)]
     return render(
         "overview.html", root, refresh="home", snap=snap, flash=flash, bad=bad, running=running
     )

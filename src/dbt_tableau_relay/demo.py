@@ -18,16 +18,16 @@ from pathlib import Path
 from dbt_tableau_relay.config import Settings
 from dbt_tableau_relay.demo_lineage import run_lineage_demo
 from dbt_tableau_relay.emulators.tableau import Emulator
-from dbt_tableau_relay.queue import FINAL_STATES
 from dbt_tableau_relay.samples import post_event, sample_event
 from dbt_tableau_relay.service import relay_app, serve_in_thread
+from dbt_tableau_relay.states import FINAL_STATES, JobState
 from dbt_tableau_relay.store import RefreshJob, Store
 
 SECRET = "demo-webhook-secret"  # noqa: S105 - the demo's own, used nowhere else
 PAT_NAME, PAT_SECRET = "demo-pat", "demo-pat-secret"
 EXPECTED = {  # target -> the state Tableau's verdict should leave it in
-    "workbook:path:Sales/Executive Overview": "succeeded",
-    "datasource:path:Finance/Legacy Ledger": "failed",
+    "workbook:path:Sales/Executive Overview": JobState.SUCCEEDED,
+    "datasource:path:Finance/Legacy Ledger": JobState.FAILED,
 }
 
 Echo = Callable[[str], None]

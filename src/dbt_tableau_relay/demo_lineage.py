@@ -24,10 +24,10 @@ from dbt_tableau_relay.emulators.dbt_cloud import DbtCloudEmulator
 from dbt_tableau_relay.emulators.tableau import Emulator
 from dbt_tableau_relay.lineage.explain import explain_lines, from_json
 from dbt_tableau_relay.lineage.model import Decision
-from dbt_tableau_relay.queue import FINAL_STATES
 from dbt_tableau_relay.runs import lineage_jobs_of_run
 from dbt_tableau_relay.samples import post_event, sample_event
 from dbt_tableau_relay.service import relay_app, serve_in_thread
+from dbt_tableau_relay.states import FINAL_STATES
 from dbt_tableau_relay.store import Store
 
 Echo = Callable[[str], None]

@@ -24,11 +24,17 @@ from typing import Any, cast
 from sqlalchemy import insert, literal, select, update
 from sqlalchemy.orm import Session
 
-from dbt_tableau_relay.config import LineageSource
+from dbt_tableau_relay.config import WORKER_DEFAULTS, LineageSource
 from dbt_tableau_relay.lineage.explain import to_json
 from dbt_tableau_relay.lineage.model import Decision
 from dbt_tableau_relay.runs import LineageJob, LineageJobEvent, due_lineage
-from dbt_tableau_relay.store import RefreshJobEvent, Store, queued_job_upsert, utcnow
+from dbt_tableau_relay.store import (
+    RefreshJobEvent,
+    Store,
+    queued_job_row,
+    queued_job_upsert,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +73,7 @@ class LineageQueue:
         self,
         store: Store,
         worker_id: str,
-        lease: float = 120.0,
+        lease: float = WORKER_DEFAULTS.lease_seconds,
         *,
         max_attempts: int | None = None,
     ) -> None:
@@ -211,19 +217,15 @@ class LineageQueue:
 
 def _refresh_row(job: ClaimedLineage, decision: Decision, now: datetime) -> dict[str, Any]:
     item = decision.item
-    return {
-        "target_kind": item.kind,
-        "target_by": "luid",
-        "target_ref": item.luid,
-        "target_key": f"{item.kind}:luid:{item.luid}",
-        "rule_name": job.rule_name,
-        "incremental": job.incremental,
-        "wait": job.wait,
-        "state": "queued",
-        "attempts": 0,
-        "not_before": now,
-        "created_at": now,
-        "updated_at": now,
-        "last_event_at": job.last_event_at,
-        "explanation": json.dumps(to_json([decision])[0]),
-    }
+    return queued_job_row(
+        kind=item.kind,
+        by="luid",
+        ref=item.luid,
+        key=f"{item.kind}:luid:{item.luid}",
+        rule_name=job.rule_name,
+        incremental=job.incremental,
+        wait=job.wait,
+        last_event_at=job.last_event_at,
+        now=now,
+        explanation=json.dumps(to_json([decision])[0]),
+    )

@@ -20,22 +20,28 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from dbt_tableau_relay.states import JobState
+
 SCHEMA: Final = "dbt-tableau-relay.notification/v1"
 MAX_RUNS: Final = 10  # runs named in a message; the rest are counted
 HEADER_CHARS: Final = 150  # Slack's limit for a header block
 FIELD_CHARS: Final = 1900  # Slack allows 2,000 per field
 NOTES_CHARS: Final = 2800  # Slack allows 3,000 per section text
-HEADLINES: Final = {
-    "failed": "Tableau refresh failed",
-    "dead": "Tableau refresh gave up",
-    "succeeded": "Tableau refresh succeeded",
+HEADLINES: Final[dict[str, str]] = {
+    JobState.FAILED: "Tableau refresh failed",
+    JobState.DEAD: "Tableau refresh gave up",
+    JobState.SUCCEEDED: "Tableau refresh succeeded",
 }
-SLACK_EMOJI: Final = {
-    "failed": ":x:",
-    "dead": ":rotating_light:",
-    "succeeded": ":white_check_mark:",
+SLACK_EMOJI: Final[dict[str, str]] = {
+    JobState.FAILED: ":x:",
+    JobState.DEAD: ":rotating_light:",
+    JobState.SUCCEEDED: ":white_check_mark:",
 }
-TEAMS_COLOR: Final = {"failed": "Attention", "dead": "Attention", "succeeded": "Good"}
+TEAMS_COLOR: Final[dict[str, str]] = {
+    JobState.FAILED: "Attention",
+    JobState.DEAD: "Attention",
+    JobState.SUCCEEDED: "Good",
+}
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,7 @@ class JobStory:
             return f"finishCode {self.finish_code}"
         if self.error_code:
             return f"error {self.error_code}"
-        if self.outcome == "succeeded":
+        if self.outcome == JobState.SUCCEEDED:
             return "accepted (not followed)"  # a rule with `wait: false`
         return "no verdict from Tableau"  # e.g. still running past follow_timeout
 

@@ -28,16 +28,17 @@ from sqlalchemy import func, select
 
 from dbt_tableau_relay.errors import TableauError
 from dbt_tableau_relay.notifications import Notification
-from dbt_tableau_relay.store import JOB_STATES, RefreshJob, Store, utcnow
+from dbt_tableau_relay.states import FINAL_STATES, JOB_STATES, JobState
+from dbt_tableau_relay.store import RefreshJob, Store, utcnow
 
 log = logging.getLogger(__name__)
 
-REFRESH_OUTCOMES: Final = ("succeeded", "failed", "dead", "merged")
+REFRESH_OUTCOMES: Final = FINAL_STATES
 REFRESHES = Counter(
     "relay_refreshes", "Refresh jobs that reached a final state, by outcome.", ["outcome"]
 )
-for _outcome in REFRESH_OUTCOMES:
-    REFRESHES.labels(_outcome)  # each outcome shows from the start, at 0
+for _state in REFRESH_OUTCOMES:
+    REFRESHES.labels(_state)  # each outcome shows from the start, at 0
 
 # Tableau calls by what they do; one relay call is one observation (a paged listing too).
 Endpoint = Literal[
@@ -110,7 +111,7 @@ def read_gauges(store: Store) -> tuple[dict[str, int], datetime | None, int]:
     """Jobs per state, the oldest queued job's creation time, and pending notifications."""
     rj, note = RefreshJob, Notification
     counts = select(rj.state, func.count()).group_by(rj.state)
-    oldest = select(func.min(rj.created_at)).where(rj.state == "queued")
+    oldest = select(func.min(rj.created_at)).where(rj.state == JobState.QUEUED)
     pending = select(func.count()).select_from(note).where(note.state == "pending")
     with store.session(readonly=True) as session:
         found: dict[str, int] = dict(session.execute(counts).all())

@@ -31,12 +31,14 @@ from dbt_tableau_relay.config import NotifyChannel
 from dbt_tableau_relay.errors import MalformedEventError
 from dbt_tableau_relay.events import parse_event
 from dbt_tableau_relay.messages import MAX_RUNS, DbtRun, JobStory, job_url, run_url
+from dbt_tableau_relay.states import JobState
 from dbt_tableau_relay.store import Base, BigId, Event, RefreshJob, RefreshJobEvent, Store, utcnow
 
 log = logging.getLogger(__name__)
 
 NOTIFICATION_STATES: Final = ("pending", "sent", "failed", "dropped")
-TRIGGERS: Final = ("failed", "dead", "succeeded")
+# The final states a channel may hear of (`notify: on:`).
+TRIGGERS: Final = (JobState.FAILED, JobState.DEAD, JobState.SUCCEEDED)
 
 
 class Notification(Base):

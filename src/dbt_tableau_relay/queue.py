@@ -40,19 +40,19 @@ from sqlalchemy import and_, event, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from dbt_tableau_relay.config import Target
+from dbt_tableau_relay.config import WORKER_DEFAULTS, Target
 from dbt_tableau_relay.errors import TableauError
 from dbt_tableau_relay.metrics import REFRESHES
 from dbt_tableau_relay.notifications import Route, enqueue
-from dbt_tableau_relay.replay import REPLAYABLE_STATES as REPLAYABLE_STATES
 from dbt_tableau_relay.replay import link_events, replay_job, unreplayed
+from dbt_tableau_relay.states import FINAL_STATES as FINAL_STATES
+from dbt_tableau_relay.states import IN_FLIGHT, JobState
+from dbt_tableau_relay.states import REPLAYABLE_STATES as REPLAYABLE_STATES
 from dbt_tableau_relay.store import Attempt, Event, RefreshJob, RefreshJobEvent, Store, fit, utcnow
 
 log = logging.getLogger(__name__)
 
 RJ = RefreshJob
-FINAL_STATES = ("succeeded", "failed", "dead", "merged")
-IN_FLIGHT = ("sending", "following")  # the relay's own refresh of the item may be running
 # Attempt outcomes that count toward worker.max_attempts.
 FAILED_ATTEMPTS = ("transient", "interrupted")
 CRASHED = "its worker crashed or stopped before recording an outcome (see refresh.crashed)"
@@ -63,7 +63,7 @@ class ClaimedJob:
     """A detached snapshot of a claimed job: what the worker needs to act on it."""
 
     id: int
-    state: str  # "sending" or "following"
+    state: JobState  # sending or following
     target: Target
     rule_name: str
     incremental: bool
@@ -96,7 +96,7 @@ class ClaimedJob:
     ) -> ClaimedJob:
         return cls(
             id=row.id,
-            state=row.state,
+            state=JobState(row.state),
             target=target_of(row.target_kind, row.target_by, row.target_ref),
             rule_name=row.rule_name,
             incremental=row.incremental,
@@ -149,7 +149,7 @@ class RefreshQueue:
         self,
         store: Store,
         worker_id: str,
-        lease: float = 120.0,
+        lease: float = WORKER_DEFAULTS.lease_seconds,
         notify: Sequence[Route] = (),
         *,
         max_attempts: int | None = None,
@@ -173,13 +173,13 @@ class RefreshQueue:
         """
         now = utcnow()
         due = or_(
-            and_(RJ.state == "queued", RJ.not_before <= now, ~_item_in_flight()),
+            and_(RJ.state == JobState.QUEUED, RJ.not_before <= now, ~_item_in_flight()),
             and_(
-                RJ.state == "following",
+                RJ.state == JobState.FOLLOWING,
                 RJ.not_before <= now,
                 or_(RJ.lease_until.is_(None), RJ.lease_until < now),
             ),
-            and_(RJ.state == "sending", RJ.lease_until < now),  # its worker died mid-send
+            and_(RJ.state == JobState.SENDING, RJ.lease_until < now),  # its worker died mid-send
         )
         pick = select(RJ.id).where(due).order_by(RJ.not_before).limit(limit)
         with self.store.session(readonly=True) as session:
@@ -191,12 +191,12 @@ class RefreshQueue:
             ids = [i for i in ids if i not in buried]
             if not ids:
                 return []
-            crashed = select(RJ.id).where(RJ.id.in_(ids), RJ.state == "sending")
+            crashed = select(RJ.id).where(RJ.id.in_(ids), RJ.state == JobState.SENDING)
             resumed = set(session.scalars(crashed))
             session.execute(
                 update(RJ)
-                .where(RJ.id.in_(ids), RJ.state.in_(("queued", "sending")))
-                .values(state="sending", attempts=RJ.attempts + 1)
+                .where(RJ.id.in_(ids), RJ.state.in_((JobState.QUEUED, JobState.SENDING)))
+                .values(state=JobState.SENDING, attempts=RJ.attempts + 1)
             )
             session.execute(
                 update(RJ)
@@ -222,7 +222,10 @@ class RefreshQueue:
         taken_back = select(RJ.id, RJ.attempts).where(
             RJ.id.in_(ids),
             RJ.claimed_by.is_not(None),  # `hold` releases a job on purpose
-            or_(RJ.state == "sending", and_(RJ.state == "following", RJ.lease_until.is_not(None))),
+            or_(
+                RJ.state == JobState.SENDING,
+                and_(RJ.state == JobState.FOLLOWING, RJ.lease_until.is_not(None)),
+            ),
         )
         interrupted = session.execute(taken_back).all()
         if not interrupted:
@@ -242,13 +245,15 @@ class RefreshQueue:
         session.execute(
             update(RJ)
             .where(RJ.id == job_id)
-            .values(state="dead", error=message, error_code=None, finished_at=note["started_at"])
+            .values(
+                state=JobState.DEAD, error=message, error_code=None, finished_at=note["started_at"]
+            )
             .values(lease_until=None, updated_at=note["started_at"])
         )
         session.add(
             Attempt(**note, finished_at=note["started_at"], outcome="exhausted", message=message)
         )
-        self._ended(session, job_id, "dead", note["started_at"])
+        self._ended(session, job_id, JobState.DEAD, note["started_at"])
         log.error("refresh.dead", extra={"job_id": job_id, "error": message})
 
     @staticmethod
@@ -260,12 +265,6 @@ class RefreshQueue:
             .group_by(Attempt.refresh_job_id)
         )
         return dict(session.execute(query).all())
-
-    def renew(self, job: ClaimedJob) -> bool:
-        """Extend the lease; False if another worker has taken the job over."""
-        now = utcnow()
-        with self.store.session() as session:
-            return self._guarded(session, job, lease_until=now + self.lease, updated_at=now)
 
     # -- transitions ----------------------------------------------------------------
 
@@ -287,14 +286,17 @@ class RefreshQueue:
             "error": None,
         }
         if job.wait:
-            values |= {"state": "following", "not_before": now + timedelta(seconds=first_poll)}
+            values |= {
+                "state": JobState.FOLLOWING,
+                "not_before": now + timedelta(seconds=first_poll),
+            }
         else:
-            values |= {"state": "succeeded", "finished_at": now}
+            values |= {"state": JobState.SUCCEEDED, "finished_at": now}
         with self.store.session() as session:
             if self._guarded(session, job, **values, lease_until=None, updated_at=now):
                 self._attempt(session, job, outcome, tableau_job_id=tableau_job_id, at=now)
                 if not job.wait:
-                    self._ended(session, job.id, "succeeded", now)
+                    self._ended(session, job.id, JobState.SUCCEEDED, now)
 
     def poll_later(self, job: ClaimedJob, delay: float) -> None:
         """The Tableau job is still running: release it until the next poll."""
@@ -313,7 +315,7 @@ class RefreshQueue:
     ) -> None:
         """Tableau's verdict on the refresh."""
         now = utcnow()
-        state = "succeeded" if succeeded else "failed"
+        state = JobState.SUCCEEDED if succeeded else JobState.FAILED
         with self.store.session() as session:
             done = self._guarded(
                 session,
@@ -338,8 +340,17 @@ class RefreshQueue:
                 )
                 self._ended(session, job.id, state, now)
 
-    def fail(self, job: ClaimedJob, error: TableauError | str, state: str = "failed") -> None:
-        """End the job without a Tableau verdict: a permanent error, or retries exhausted."""
+    def fail(self, job: ClaimedJob, error: TableauError | str) -> None:
+        """End the job `failed` without a Tableau verdict: a permanent error."""
+        self._end_unanswered(job, error, JobState.FAILED, "permanent")
+
+    def dead(self, job: ClaimedJob, error: TableauError | str) -> None:
+        """End the job `dead`: its retries are exhausted."""
+        self._end_unanswered(job, error, JobState.DEAD, "exhausted")
+
+    def _end_unanswered(
+        self, job: ClaimedJob, error: TableauError | str, state: JobState, outcome: str
+    ) -> None:
         now = utcnow()
         code, message = _code_and_message(error)
         with self.store.session() as session:
@@ -353,7 +364,6 @@ class RefreshQueue:
                 lease_until=None,
                 updated_at=now,
             ):
-                outcome = "permanent" if state == "failed" else "exhausted"
                 self._attempt(session, job, outcome, error_code=code, message=message, at=now)
                 self._ended(session, job.id, state, now)
 
@@ -371,19 +381,19 @@ class RefreshQueue:
         with self.store.session() as session:
             key = session.scalar(select(RJ.target_key).where(RJ.id == job.id))
             other = session.scalar(
-                select(RJ).where(RJ.target_key == key, RJ.state == "queued", RJ.id != job.id)
+                select(RJ).where(RJ.target_key == key, RJ.state == JobState.QUEUED, RJ.id != job.id)
             )
             values: dict[str, Any] = {"error_code": code, "error": message, "lease_until": None}
             if other is not None:
-                values |= {"state": "merged", "finished_at": now}
+                values |= {"state": JobState.MERGED, "finished_at": now}
             else:
-                values |= {"state": "queued", "not_before": now + timedelta(seconds=delay)}
+                values |= {"state": JobState.QUEUED, "not_before": now + timedelta(seconds=delay)}
             if not self._guarded(session, job, **values, updated_at=now):
                 return
             self._attempt(session, job, outcome, error_code=code, message=message, at=now)
             if other is not None:
                 self._merge_into(session, job, other)
-                self._ended(session, job.id, "merged", now)
+                self._ended(session, job.id, JobState.MERGED, now)
 
     def hold(self, job: ClaimedJob, delay: float, error: TableauError, outcome: str) -> None:
         """Stay `sending`, claimable again (as resumed) after `delay`.
@@ -414,7 +424,7 @@ class RefreshQueue:
         """Seconds from send to Tableau's success, of the item's last `limit` such refreshes."""
         query = (
             select(RJ.sent_at, RJ.finished_at)
-            .where(RJ.target_key == target_key, RJ.state == "succeeded")
+            .where(RJ.target_key == target_key, RJ.state == JobState.SUCCEEDED)
             .where(RJ.finish_code.is_not(None), RJ.sent_at.is_not(None))
             .order_by(RJ.id.desc())
             .limit(limit)
@@ -438,13 +448,13 @@ class RefreshQueue:
         """Refresh a failed or dead job's item again for its events; the id of the job that will."""
         return replay_job(self.store, job_id, self.worker_id)
 
-    def unreplayed(self, state: str = "dead") -> list[int]:
+    def unreplayed(self, state: JobState = JobState.DEAD) -> list[int]:
         """Ids of the jobs in `state` that were never replayed, oldest first."""
         return unreplayed(self.store, state)
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _ended(self, session: Session, job_id: int, state: str, now: datetime) -> None:
+    def _ended(self, session: Session, job_id: int, state: JobState, now: datetime) -> None:
         """The job reached a final state: queue its notifications, count it once committed."""
         enqueue(session, job_id, state, self.notify, now)
         event.listen(session, "after_commit", lambda _: REFRESHES.labels(state).inc(), once=True)

@@ -22,6 +22,7 @@ from dbt_tableau_relay.errors import LineageError
 from dbt_tableau_relay.lineage.explain import from_json
 from dbt_tableau_relay.lineage.model import Decision
 from dbt_tableau_relay.runs import LineageJob, lineage_jobs_of_run
+from dbt_tableau_relay.states import JobState
 from dbt_tableau_relay.store import Event, RefreshJob, RefreshJobEvent, Store, storable
 
 MAX_LIMIT: Final = 500
@@ -154,7 +155,7 @@ def latest_per_item(store: Store) -> list[RefreshJob]:
     """The newest job of each item (merged ones aside), by the item's name."""
     newest = (
         select(func.max(RefreshJob.id))
-        .where(RefreshJob.state != "merged")
+        .where(RefreshJob.state != JobState.MERGED)
         .group_by(RefreshJob.target_key)
     )
     query = select(RefreshJob).where(RefreshJob.id.in_(newest))

@@ -34,13 +34,14 @@ from sqlalchemy import Connection, insert, text
 
 from dbt_tableau_relay.errors import RelayError
 from dbt_tableau_relay.events import DbtEvent
-from dbt_tableau_relay.rules import PlannedLineage, PlannedRefresh
+from dbt_tableau_relay.rules import Ask, PlannedLineage, PlannedRefresh, join
 from dbt_tableau_relay.runs import LineageJob, LineageJobEvent, claim_run_asks
 from dbt_tableau_relay.store import (
     Base,
     Event,
     Store,
     insert_links,
+    queued_job_row,
     queued_job_upsert,
     sqlite_time,
     storable,
@@ -406,9 +407,8 @@ def _upsert_jobs(
                 wanted[p.key] = _job_row(p, at, now)
                 continue
             # The batch's events join one job, as they would one after another.
-            row["wait"] |= p.wait
-            row["incremental"] &= p.incremental
-            row["last_event_at"] = max(row["last_event_at"], at)
+            kept = Ask(row["wait"], row["incremental"], row["last_event_at"])
+            row.update(join(kept, Ask(p.wait, p.incremental, at))._asdict())
     if not wanted:
         return {}
     # Sorted keys: replicas upserting the same items lock them in one order.
@@ -419,21 +419,18 @@ def _upsert_jobs(
 
 
 def _job_row(p: PlannedRefresh, last_event_at: datetime, now: datetime) -> dict[str, Any]:
-    return {
-        "target_kind": p.target.kind,
-        "target_by": p.target.by,
-        "target_ref": p.target.ref,
-        "target_key": p.key,
-        "rule_name": p.rule_name,
-        "incremental": p.incremental,
-        "wait": p.wait,
-        "state": "queued",
-        "attempts": 0,
-        "not_before": now,
-        "created_at": now,
-        "updated_at": now,
-        "last_event_at": last_event_at,
-    }
+    t = p.target
+    return queued_job_row(
+        kind=t.kind,
+        by=t.by,
+        ref=t.ref,
+        key=p.key,
+        rule_name=p.rule_name,
+        incremental=p.incremental,
+        wait=p.wait,
+        last_event_at=last_event_at,
+        now=now,
+    )
 
 
 def _result(

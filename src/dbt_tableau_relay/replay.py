@@ -17,11 +17,13 @@ from sqlalchemy import insert, literal, select
 from sqlalchemy.orm import Session
 
 from dbt_tableau_relay.errors import NotReplayableError, UnknownJobError
+from dbt_tableau_relay.states import REPLAYABLE_STATES, JobState
 from dbt_tableau_relay.store import (
     Attempt,
     RefreshJob,
     RefreshJobEvent,
     Store,
+    queued_job_row,
     queued_job_upsert,
     utcnow,
 )
@@ -29,7 +31,6 @@ from dbt_tableau_relay.store import (
 log = logging.getLogger("dbt_tableau_relay.queue")
 
 RJ = RefreshJob
-REPLAYABLE_STATES = ("failed", "dead")
 
 
 def replay_job(store: Store, job_id: int, by: str) -> int:
@@ -58,7 +59,7 @@ def replay_job(store: Store, job_id: int, by: str) -> int:
     return new_id
 
 
-def unreplayed(store: Store, state: str = "dead") -> list[int]:
+def unreplayed(store: Store, state: JobState = JobState.DEAD) -> list[int]:
     """Ids of the jobs in `state` that were never replayed, oldest first."""
     query = select(RJ.id).where(RJ.state == state, RJ.replayed_as.is_(None)).order_by(RJ.id)
     with store.session(readonly=True) as session:
@@ -81,21 +82,17 @@ def link_events(session: Session, from_job: int, to_job: int) -> None:
 
 def _replay_row(old: RefreshJob, now: datetime) -> dict[str, Any]:
     """The queued job that replays `old`: same item, rule, options and newest event time."""
-    return {
-        "target_kind": old.target_kind,
-        "target_by": old.target_by,
-        "target_ref": old.target_ref,
-        "target_key": old.target_key,
-        "rule_name": old.rule_name,
-        "incremental": old.incremental,
-        "wait": old.wait,
-        "state": "queued",
-        "attempts": 0,
-        "not_before": now,
-        "created_at": now,
-        "updated_at": now,
-        "last_event_at": old.last_event_at,
-    }
+    return queued_job_row(
+        kind=old.target_kind,
+        by=old.target_by,
+        ref=old.target_ref,
+        key=old.target_key,
+        rule_name=old.rule_name,
+        incremental=old.incremental,
+        wait=old.wait,
+        last_event_at=old.last_event_at,
+        now=now,
+    )
 
 
 def _replayed_note(old: RefreshJob, new_id: int, now: datetime) -> Attempt:

@@ -14,6 +14,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
+from dbt_tableau_relay.config import WORKER_DEFAULTS as W
 from dbt_tableau_relay.errors import AlreadyQueuedError, TableauError, TransientTableauError
 
 
@@ -25,11 +26,12 @@ class Decision:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 8
-    base_delay: float = 2.0
-    max_delay: float = 300.0
-    busy_delay: float = 20.0  # between sends while Tableau runs its own refresh
-    busy_timeout: float = 3 * 3600.0  # Tableau Cloud ends a refresh after 2 hours
+    max_attempts: int = W.max_attempts
+    base_delay: float = W.retry_base_seconds
+    max_delay: float = W.retry_max_seconds
+    busy_delay: float = W.busy_retry_seconds  # between sends while Tableau runs its own refresh
+    # Tableau Cloud ends a refresh after 2 hours: waiting as long as following does covers it.
+    busy_timeout: float = W.follow_timeout
 
     def decide(
         self,

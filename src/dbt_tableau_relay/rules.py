@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Final
+from datetime import datetime
+from typing import Final, NamedTuple
 
 from dbt_tableau_relay.config import LineageSource, Rule, RuleMatch, Target
 from dbt_tableau_relay.events import (
@@ -69,18 +70,35 @@ def match_lineage(rules: Iterable[Rule], event: DbtEvent) -> tuple[PlannedLineag
     )
 
 
-def merge(first: PlannedRefresh, second: PlannedRefresh) -> PlannedRefresh:
+class Ask(NamedTuple):
+    """What a queued job of one item keeps of the asks it serves."""
+
+    wait: bool
+    incremental: bool
+    last_event_at: datetime | None = None  # the newest event asking; None: not known yet
+
+
+def join(first: Ask, second: Ask) -> Ask:
     """Two asks for one item become one refresh that satisfies both.
 
     Waiting is wanted if any asker wants it; an incremental refresh only if
-    every asker is content with one (a full refresh covers an incremental one).
+    every asker is content with one (a full refresh covers an incremental one);
+    the job keeps the newest event's time. The upsert that joins an event to a
+    queued job (`store.queued_job_upsert`) says the same in SQL; a test holds
+    the two to the same answers (tests/integration/test_merge_rule.py).
     """
-    return PlannedRefresh(
-        target=first.target,
-        rule_name=first.rule_name,
+    times = [t for t in (first.last_event_at, second.last_event_at) if t is not None]
+    return Ask(
         wait=first.wait or second.wait,
         incremental=first.incremental and second.incremental,
+        last_event_at=max(times) if times else None,
     )
+
+
+def merge(first: PlannedRefresh, second: PlannedRefresh) -> PlannedRefresh:
+    """One event's two asks for one item (`join`); the first rule keeps the name."""
+    joined = join(Ask(first.wait, first.incremental), Ask(second.wait, second.incremental))
+    return PlannedRefresh(first.target, first.rule_name, joined.wait, joined.incremental)
 
 
 def rule_matches(on: RuleMatch, event: DbtEvent) -> bool:

@@ -61,15 +61,17 @@ from sqlalchemy.pool import StaticPool
 
 from dbt_tableau_relay.config import hide_password
 from dbt_tableau_relay.errors import ConfigError, DatabaseError
+from dbt_tableau_relay.states import JOB_STATES as JOB_STATES
+from dbt_tableau_relay.states import JobState
 from dbt_tableau_relay.store_errors import translated
 
 EVENT_OUTCOMES: Final = ("queued", "ignored", "invalid")
-JOB_STATES: Final = ("queued", "sending", "following", "succeeded", "failed", "dead", "merged")
 SQLITE_BUSY_TIMEOUT_MS: Final = 10_000
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _READONLY = "relay_readonly"  # an execution option: begin SQLite reads DEFERRED
 _MIGRATION_LOCK = 0x7265_6C61_79  # "relay": serialises migrations of several replicas
-QUEUED_ONLY: Final = "state = 'queued'"  # the partial index's predicate, and the upsert's
+# The partial index's predicate, and the upsert's.
+QUEUED_ONLY: Final = f"state = '{JobState.QUEUED}'"
 
 # A BIGINT id everywhere but SQLite, whose rowid alias must be spelled INTEGER.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -449,13 +451,46 @@ def check_database(database_url: str) -> str:
 # --- bulk writes of the recorder's group commit ---------------------------------
 
 
+def queued_job_row(
+    *,
+    kind: str,
+    by: str,
+    ref: str,
+    key: str,
+    rule_name: str,
+    incremental: bool,
+    wait: bool,
+    last_event_at: datetime,
+    now: datetime,
+    explanation: str | None = None,
+) -> dict[str, Any]:
+    """The row `queued_job_upsert` inserts, or merges into the item's queued job."""
+    return {
+        "target_kind": kind,
+        "target_by": by,
+        "target_ref": ref,
+        "target_key": key,
+        "rule_name": rule_name,
+        "incremental": incremental,
+        "wait": wait,
+        "state": JobState.QUEUED,
+        "attempts": 0,
+        "not_before": now,
+        "created_at": now,
+        "updated_at": now,
+        "last_event_at": last_event_at,
+        "explanation": explanation,
+    }
+
+
 @functools.cache
 def queued_job_upsert(dialect: str) -> Any:
     """Join the queued job of `target_key`, or create it; RETURNING id, target_key.
 
     On a join the job waits if any event asks it to, is incremental only if all
-    do, and keeps the newest event time. Built once per dialect (building it
-    costs more than running it).
+    do, and keeps the newest event time: `rules.join` in SQL, held to the same
+    answers by tests/integration/test_merge_rule.py. Built once per dialect
+    (building it costs more than running it).
     """
     jobs = Base.metadata.tables[RefreshJob.__tablename__]
     stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(jobs)

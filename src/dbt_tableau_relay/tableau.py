@@ -35,7 +35,7 @@ import requests
 import tableauserverclient as TSC
 
 from dbt_tableau_relay import tableau_metadata
-from dbt_tableau_relay.config import TableauSettings, Target
+from dbt_tableau_relay.config import WORKER_DEFAULTS, TableauSettings, Target
 from dbt_tableau_relay.errors import (
     AlreadyQueuedError,
     JobWaitTimeout,
@@ -338,7 +338,7 @@ class TableauClient:
         self,
         job_id: str,
         *,
-        timeout: float = 2 * 3600.0,
+        timeout: float = WORKER_DEFAULTS.follow_timeout,
         on_progress: Callable[[TableauJob], None] | None = None,
         expected: float | None = None,
     ) -> TableauJob:

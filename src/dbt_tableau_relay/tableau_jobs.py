@@ -26,6 +26,9 @@ REFRESH_JOB_TYPES = frozenset({FULL_REFRESH, "increment_extracts"})
 # Tableau writes createdAt in whole seconds, truncated: a refresh created at
 # 10.9 s reads 10 s. One more second for the relay's and Tableau's clocks.
 CLOCK_SKEW = timedelta(seconds=2)
+# Query Job's finishCode; any other (1) failed. 3 is "completed", for bridge jobs.
+FINISH_SUCCESS, FINISH_CANCELLED, FINISH_COMPLETED = 0, 2, 3
+SUCCEEDED_CODES = (FINISH_SUCCESS, FINISH_COMPLETED)
 
 
 @dataclass(frozen=True)
@@ -41,21 +44,22 @@ class TableauJob:
     notes: tuple[str, ...] = ()
     item_luid: str | None = None  # the workbook or data source it refreshes
 
-    SUCCESS, FAILED, CANCELLED = 0, 1, 2
-
     @property
     def finished(self) -> bool:
         return self.completed_at is not None
 
     @property
     def succeeded(self) -> bool:
-        return self.finished and self.finish_code in (0, 3)
+        return self.finished and self.finish_code in SUCCEEDED_CODES
 
     @property
     def outcome(self) -> str:
         if not self.finished:
             return "in progress" if self.started_at else "queued"
-        return {0: "succeeded", 2: "cancelled", 3: "succeeded"}.get(self.finish_code or 0, "failed")
+        code = self.finish_code or FINISH_SUCCESS
+        if code in SUCCEEDED_CODES:
+            return "succeeded"
+        return "cancelled" if code == FINISH_CANCELLED else "failed"
 
     @classmethod
     def from_tsc(cls, job: Any) -> TableauJob:

@@ -29,7 +29,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from dbt_tableau_relay.config import Rule, Settings
+from dbt_tableau_relay.config import DbtSettings, Rule, Settings
 from dbt_tableau_relay.errors import MalformedEventError
 from dbt_tableau_relay.events import DbtEvent, parse_event
 from dbt_tableau_relay.logs import Throttle
@@ -44,7 +44,7 @@ router = APIRouter()
 MAX_BODY_BYTES: Final = 1024 * 1024
 RECORD_TIMEOUT: Final = 8.0  # seconds: answer 503 before dbt's 10 s delivery window ends
 # dbt sends a body at once; a body still trickling in after this is a slow-drip attack.
-BODY_TIMEOUT: Final = 10.0
+BODY_TIMEOUT: Final = DbtSettings().body_timeout_seconds  # dbt.body_timeout_seconds
 # How far ahead of the relay's clock an event's timestamp may be, when a replay window is set.
 MAX_CLOCK_SKEW: Final = 60.0
 # What dbt Cloud sends: the bare hex digest, in either case (no `sha256=` prefix, as GitHub's).

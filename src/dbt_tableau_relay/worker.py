@@ -40,6 +40,7 @@ from dbt_tableau_relay.notifications import Route
 from dbt_tableau_relay.polling import next_poll, usual_duration
 from dbt_tableau_relay.queue import ClaimedJob, RefreshQueue
 from dbt_tableau_relay.retry import RetryPolicy
+from dbt_tableau_relay.states import JobState
 from dbt_tableau_relay.store import Store, utcnow
 from dbt_tableau_relay.tableau import TableauClient
 from dbt_tableau_relay.tableau_jobs import TableauJob
@@ -178,7 +179,7 @@ class Worker:
     # -- one job ----------------------------------------------------------------------
 
     def process(self, job: ClaimedJob) -> None:
-        if job.state == "following" and job.tableau_job_id:
+        if job.state == JobState.FOLLOWING and job.tableau_job_id:
             self._follow(job)
         else:
             self._send(job)
@@ -252,7 +253,7 @@ class Worker:
                 self.queue.retry_later(job, decision.delay, error, outcome)
         elif decision.action == "dead":
             log.error("refresh.dead", extra=extra)
-            self.queue.fail(job, error, state="dead")
+            self.queue.dead(job, error)
         else:
             log.error("refresh.failed", extra=extra)
             self.queue.fail(job, error)

@@ -251,7 +251,7 @@ def test_a_dead_job_notifies_as_dead(store: Store) -> None:
     record(store)
     queue = RefreshQueue(store, "worker-a", notify=routes_of(channels))
     job = claimed(queue)
-    queue.fail(job, TransientTableauError("Tableau 503: busy", status=503), state="dead")
+    queue.dead(job, TransientTableauError("Tableau 503: busy", status=503))
     assert [r.trigger for r in notifications_of(store, job.id)] == ["dead"]
 
 

@@ -166,7 +166,7 @@ def test_each_refresh_outcome_is_counted_once_committed(store: Store, outcome: s
         record(store)  # a new queued job of the item: the retried one joins it
         queue.retry_later(job, 0.0, TransientTableauError("Tableau 503", status=503), "transient")
     else:
-        queue.fail(job, "refused", state=outcome)
+        (queue.fail if outcome == "failed" else queue.dead)(job, "refused")
     assert sample("relay_refreshes_total", outcome=outcome) - before == 1
 
 
