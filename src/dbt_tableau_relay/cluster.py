@@ -38,8 +38,8 @@ from typing import Final
 from prometheus_client import Gauge
 from sqlalchemy import update
 
-from dbt_tableau_relay.queue import IN_FLIGHT
 from dbt_tableau_relay.runs import LineageJob, read_lease, release_lease, take_lease
+from dbt_tableau_relay.states import IN_FLIGHT
 from dbt_tableau_relay.store import RefreshJob, Store, utcnow
 
 log = logging.getLogger(__name__)
