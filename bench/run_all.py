@@ -62,7 +62,7 @@ class Sizes:
 
 
 FULL = Sizes(100_000, 10_000, 1_000, 200, 40.0, 150, 3)
-QUICK = Sizes(600, 300, 50, 20, 2.0, 20, 1)
+QUICK = Sizes(300, 200, 50, 20, 2.0, 16, 1)
 SENDERS = 50
 TABLEAU_LATENCY = 2.0
 
@@ -161,7 +161,9 @@ def measured(port: int, events: int, warmup: int) -> tuple[float, list[float]]:
     return elapsed, latencies
 
 
-def summary(events: int, elapsed: float, latencies: list[float], rss: float = 0, db: float = 0) -> Load:
+def summary(
+    events: int, elapsed: float, latencies: list[float], rss: float = 0, db: float = 0
+) -> Load:
     cuts = statistics.quantiles(latencies, n=100)
     return Load(events / elapsed, cuts[49] * 1000, cuts[98] * 1000, rss, db)
 
@@ -194,7 +196,7 @@ def tableau_rows(rows: list[tuple[str, str, str, str]], tmp: Path, sizes: Sizes)
          f"{burst.polls}, {burst.lists}, {burst.sign_ins}", "-, -, 1", NONE),
         (f"{sizes.refresh:.0f} s refresh: POSTs, polls, sign-ins",
          f"{one.posts}, {one.polls}, {one.sign_ins}", "1, <= 10, 1", BASE_POLLS_40S),
-        (f"  same: end known after", f"{one.lag or 0:.1f} s", "<= 12 s", NONE),
+        ("  same: end known after", f"{one.lag or 0:.1f} s", "<= 12 s", NONE),
         ("10 min refresh: polls, lag (polling.py schedule, computed)",
          f"{polls_10m}, {lag_10m:.0f} s ({known_10m} polls once its duration is usual)",
          NONE, NONE),

@@ -103,11 +103,14 @@ class Serve:
     def post(self, job_id: int, n: int) -> int:
         body = sample_event("completed", job_id=job_id, run_id=n, event_id=f"wev_calls_{n:06d}")
         headers = signed_headers(body, SECRET)
-        return requests.post(f"{self.url}/webhooks/dbt", data=body, headers=headers, timeout=10).status_code
+        return requests.post(
+            f"{self.url}/webhooks/dbt", data=body, headers=headers, timeout=10
+        ).status_code
 
     def settled(self, timeout: float) -> None:
         store = Store(self.database_url)
         try:
+
             def done() -> bool:
                 jobs = store.list_jobs(limit=10_000)
                 return bool(jobs) and all(j.state in FINAL for j in jobs)
@@ -232,4 +235,3 @@ def deliver(relay: Serve, job_id: int, n: int) -> None:
             pass
         time.sleep(0.1)
     raise SystemExit(f"event {n} was never acknowledged")
-
