@@ -20,6 +20,7 @@ ROWS = [
     "durable events/s, PostgreSQL",
     "empty handler, same stack and load",
     "ratio SQLite / PostgreSQL to empty",
+    "SQLite run of",
     "serve RSS after",
     "database size after",
     "burst of 20 + 1 late, one workbook: refresh POSTs (409093)",
