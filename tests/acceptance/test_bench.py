@@ -25,7 +25,7 @@ ROWS = [
     "database size after",
     "burst of 20 + 1 late, one workbook: refresh POSTs (409093)",
     "same: job polls, job lists, sign-ins",
-    "2 s refresh: POSTs, polls, sign-ins",
+    "1 s refresh: POSTs, polls, sign-ins",
     "same: end known after",
     "10 min refresh: polls, lag",
     "1 h refresh: polls, lag",
