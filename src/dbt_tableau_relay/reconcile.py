@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Final
@@ -28,6 +27,7 @@ from sqlalchemy import select
 from dbt_tableau_relay.config import Rule
 from dbt_tableau_relay.dbt_cloud import DbtCloudClient, Run, RunStatus
 from dbt_tableau_relay.events import parse_event
+from dbt_tableau_relay.periodic import Periodic
 from dbt_tableau_relay.recorder import Submission, write_batch
 from dbt_tableau_relay.rules import match, match_lineage
 from dbt_tableau_relay.runs import read_state, take_lease, write_state
@@ -46,8 +46,10 @@ FINISHED_EVENTS: Final = ("job.run.completed", "job.run.errored")
 Scope = tuple[tuple[str, str], ...]  # the list filters of one rule: (("job_id", "123"),)
 
 
-class Reconciler:
+class Reconciler(Periodic):
     """Polls the Admin API every `every` seconds on a thread of its own."""
+
+    name = "reconcile"
 
     def __init__(
         self,
@@ -61,25 +63,7 @@ class Reconciler:
     ) -> None:
         self.store, self.client, self.rules = store, client, tuple(rules)
         self.every, self.holder, self.on_recorded = every, holder, on_recorded
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="relay-reconcile", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self.run_once()
-            except Exception:  # a bug or an outage: try again next cycle
-                log.exception("reconcile.failed")
-            self._stopping.wait(self.every)
+        super().__init__()
 
     def run_once(self) -> list[str]:
         """One cycle: the ids of the runs recorded because no webhook had come for them."""

@@ -40,6 +40,7 @@ from sqlalchemy import Connection, delete, exists, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from dbt_tableau_relay.notifications import Notification
+from dbt_tableau_relay.periodic import Periodic
 from dbt_tableau_relay.queue import FINAL_STATES
 from dbt_tableau_relay.runs import LineageJob, LineageJobEvent, RunRefresh, take_lease
 from dbt_tableau_relay.store import Attempt, Event, RefreshJob, RefreshJobEvent, Store, utcnow
@@ -230,30 +231,14 @@ def _vacuum_some(conn: Connection, pages: int) -> int:
 # -- the service ---------------------------------------------------------------------
 
 
-class Retention:
+class Retention(Periodic):
     """Prunes every `every` seconds on a thread of its own, on one replica at a time."""
+
+    name = "retention"
 
     def __init__(self, store: Store, days: float, *, holder: str, every: float = EVERY) -> None:
         self.store, self.days, self.holder, self.every = store, days, holder, every
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="relay-retention", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self.run_once()
-            except Exception:  # a bug or an outage: try again next cycle
-                log.exception("retention.failed")
-            self._stopping.wait(self.every)
+        super().__init__()
 
     def run_once(self) -> Pruned | None:
         """One prune if this replica holds the `retention` lease; None if another does."""
